@@ -1,0 +1,226 @@
+"""Prepared datasets: the one on-disk format that every later command reads.
+
+A prepared dataset is a folder holding
+
+- ``images.npy``: uint8 array (N, S, S), every image already grayscale and resized;
+- ``manifest.csv``: one row per image, in the order of ``images.npy``, with columns
+  ``id,label,patient_id,finding,md5,orig_height,orig_width,boxes`` (boxes as JSON, in the
+  coordinates of the resized image);
+- ``masks.npy`` (optional): bool array (N, S, S) of pixel masks, for the synthetic set;
+- ``split.json``: Dn, the unlabeled pools and Dt (see :mod:`ddadlib.splits`);
+- ``dataset.json``: how it was made (source, size, seed, options, library version); written
+  last, so its presence marks a finished dataset;
+- ``skipped.csv`` (optional): files that could not be decoded, with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ddadlib.errors import DataError
+from ddadlib.records import Box
+
+MANIFEST_COLUMNS = ["id", "label", "patient_id", "finding", "md5", "orig_height", "orig_width",
+                    "boxes"]
+DATASET_FILES = ("images.npy", "masks.npy", "manifest.csv", "split.json", "dataset.json",
+                 "skipped.csv")
+FORMAT_VERSION = 1
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _replace(tmp: str, path: Path) -> None:
+    # mkstemp creates files readable by the owner only; give them the usual permissions.
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """Save an array as ``.npy``, atomically."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def boxes_to_json(boxes: Iterable[Box]) -> str:
+    """Boxes as a compact JSON list of [x, y, w, h, label]."""
+    return json.dumps([[round(b.x, 2), round(b.y, 2), round(b.w, 2), round(b.h, 2), b.label]
+                       for b in boxes], separators=(",", ":"))
+
+
+def boxes_from_json(text: str) -> list[Box]:
+    """The inverse of :func:`boxes_to_json` (empty text gives no boxes)."""
+    if not isinstance(text, str) or not text:
+        return []
+    return [Box(float(x), float(y), float(w), float(h), str(label))
+            for x, y, w, h, label in json.loads(text)]
+
+
+def is_prepared(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a finished prepared dataset."""
+    return (Path(folder) / "dataset.json").is_file()
+
+
+def write_dataset(
+    out: str | Path,
+    images: np.ndarray,
+    manifest: pd.DataFrame,
+    split: dict,
+    info: dict,
+    masks: np.ndarray | None = None,
+    skipped: pd.DataFrame | None = None,
+) -> Path:
+    """Write a prepared dataset into ``out`` (which the caller has checked may be written)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"images must be uint8 (N, S, S), got {images.dtype} {images.shape}")
+    if len(manifest) != len(images):
+        raise ValueError("manifest and images differ in length")
+    manifest = manifest.reindex(columns=MANIFEST_COLUMNS)
+    # A dataset being replaced loses its completion marker first.
+    (out / "dataset.json").unlink(missing_ok=True)
+    for name in ("masks.npy", "skipped.csv"):
+        (out / name).unlink(missing_ok=True)
+    atomic_save_npy(out / "images.npy", images)
+    if masks is not None:
+        atomic_save_npy(out / "masks.npy", masks.astype(bool))
+    atomic_write_bytes(out / "manifest.csv", manifest.to_csv(index=False).encode())
+    if skipped is not None and len(skipped):
+        atomic_write_bytes(out / "skipped.csv", skipped.to_csv(index=False).encode())
+    atomic_write_json(out / "split.json", split)
+    info = {"format": FORMAT_VERSION, **info, "n_images": int(len(images)),
+            "size": int(images.shape[1])}
+    atomic_write_json(out / "dataset.json", info)
+    return out
+
+
+@dataclass
+class PreparedDataset:
+    """A prepared dataset in memory (see the module docstring for the files).
+
+    ``images`` is (N, S, S) uint8; ``labels`` (N,) int; ``ids`` the manifest ids; ``masks`` is
+    None unless the source has pixel masks.
+    """
+
+    root: Path
+    images: np.ndarray
+    manifest: pd.DataFrame
+    split: dict
+    info: dict
+    masks: np.ndarray | None = None
+
+    @classmethod
+    def load(cls, root: str | Path, mmap: bool = False) -> "PreparedDataset":
+        """Load a prepared dataset folder; a clear :class:`DataError` if it is not one."""
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"{root}: no such folder (prepare one with `ddad prepare`)")
+        if not is_prepared(root):
+            raise DataError(f"{root}: not a prepared dataset (no dataset.json); "
+                            "run `ddad prepare` first, or finish an interrupted run")
+        mode = "r" if mmap else None
+        try:
+            info = json.loads((root / "dataset.json").read_text())
+            images = np.load(root / "images.npy", mmap_mode=mode)
+            manifest = pd.read_csv(root / "manifest.csv", dtype={"id": str, "patient_id": str,
+                                                                 "finding": str, "md5": str,
+                                                                 "boxes": str},
+                                   keep_default_na=False)
+            split = json.loads((root / "split.json").read_text())
+            masks = (np.load(root / "masks.npy", mmap_mode=mode)
+                     if (root / "masks.npy").is_file() else None)
+        except FileNotFoundError as exc:
+            raise DataError(f"{root}: incomplete dataset, {Path(exc.filename).name} is missing") \
+                from None
+        except (OSError, ValueError, json.JSONDecodeError) as exc:
+            raise DataError(f"{root}: cannot read the dataset ({exc})") from None
+        if len(manifest) != len(images):
+            raise DataError(f"{root}: manifest.csv has {len(manifest)} rows but images.npy "
+                            f"holds {len(images)} images")
+        return cls(root, images, manifest, split, info, masks)
+
+    @property
+    def ids(self) -> list[str]:
+        return self.manifest["id"].tolist()
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.manifest["label"].to_numpy(dtype=np.int64)
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[1])
+
+    def indices(self, ids: Iterable[str]) -> np.ndarray:
+        """Row indices of the given ids (a :class:`DataError` for an unknown id)."""
+        pos = {id_: i for i, id_ in enumerate(self.manifest["id"])}
+        try:
+            return np.array([pos[i] for i in ids], dtype=np.int64)
+        except KeyError as exc:
+            raise DataError(f"{self.root}: image {exc.args[0]!r} is not in manifest.csv") from None
+
+    def part(self, name: str) -> np.ndarray:
+        """Row indices of a split part: one of :data:`ddadlib.splits.PARTS`."""
+        from ddadlib.splits import _part_lists
+
+        parts = _part_lists(self.split)
+        if name not in parts:
+            raise KeyError(f"unknown part {name!r}; one of {sorted(parts)}")
+        return self.indices(parts[name])
+
+    def boxes(self, index: int) -> list[Box]:
+        """The boxes of image ``index`` in the resized image's pixel coordinates."""
+        return boxes_from_json(self.manifest["boxes"].iloc[index])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __repr__(self) -> str:
+        from ddadlib.splits import format_sizes
+
+        return (f"PreparedDataset({str(self.root)!r}, {len(self):,} images of "
+                f"{self.size}x{self.size}, source={self.info.get('source')!r}; "
+                f"{format_sizes(self.split)})")

@@ -1,0 +1,9 @@
+"""Errors that ddadlib raises for bad input.
+
+The command line prints a :class:`DataError` as one line (no traceback) and exits with status 2,
+so every message must say which file is at fault and what is wrong with it.
+"""
+
+
+class DataError(Exception):
+    """Bad or unusable input data: the message names the file and the problem."""

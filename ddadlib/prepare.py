@@ -1,0 +1,315 @@
+"""Turning a source (synthetic, a folder, RSNA, VinBigData) into a prepared dataset.
+
+Decoding runs on all cores, in chunks that are saved as they finish under ``OUT/.partial/``, so
+an interrupted run resumes where it stopped; the finished dataset is written last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ddadlib import __version__
+from ddadlib.dataset import DATASET_FILES, atomic_write_bytes, boxes_to_json, is_prepared, \
+    write_dataset
+from ddadlib.errors import DataError
+from ddadlib.imaging import pixel_md5, read_image, resize
+from ddadlib.records import ImageRecord
+from ddadlib.splits import format_sizes, group_images, make_split, split_from_file, \
+    validate_split
+
+Log = Callable[[str], None]
+CHUNK = 256
+
+#: The authors' split sizes: Dn and the test images per class.
+PAPER_SIZES = {"rsna": {"n_normal": 3851, "n_test": 1000},
+               "vinbigdata": {"n_normal": 4000, "n_test": 1000}}
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse to write over a prepared dataset (or files that look like one) without overwrite."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    present = [name for name in DATASET_FILES if (out / name).exists()]
+    if present and not overwrite:
+        what = "a prepared dataset" if is_prepared(out) else f"dataset files ({', '.join(present)})"
+        raise DataError(f"{out}: already holds {what}; choose another --out or pass --overwrite")
+
+
+def default_sizes(labels: Sequence[int]) -> dict[str, int]:
+    """Split sizes for a folder dataset when none are given.
+
+    Test: a quarter of the smaller class, at most 1,000 per class. Dn: half of the normal images
+    left after the test set, at most 4,000; the other half and all remaining abnormal images
+    form the pools.
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=2)
+    n_test = max(1, min(1000, int(counts.min()) // 4))
+    n_normal = max(1, min(4000, (int(counts[0]) - n_test) // 2))
+    return {"n_normal": n_normal, "n_test": n_test}
+
+
+def _decode_one(path: Path, size: int) -> tuple[np.ndarray, str, tuple[int, int]]:
+    image = read_image(path)
+    return resize(image, size), pixel_md5(image), image.shape
+
+
+def _decode_chunk(paths: list[str], size: int) -> dict[str, np.ndarray]:
+    images = np.zeros((len(paths), size, size), dtype=np.uint8)
+    md5s, shapes, errors = [], np.zeros((len(paths), 2), dtype=np.int64), []
+    for i, p in enumerate(paths):
+        try:
+            images[i], md5, shapes[i] = _decode_one(Path(p), size)
+            md5s.append(md5)
+            errors.append("")
+        except DataError as exc:
+            md5s.append("")
+            errors.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - one broken file must not stop a long job
+            md5s.append("")
+            errors.append(f"{p}: {type(exc).__name__}: {exc}")
+    return {"images": images, "md5": np.array(md5s), "shape": shapes, "error": np.array(errors)}
+
+
+def _job_key(records: Sequence[ImageRecord], size: int) -> str:
+    h = hashlib.sha256(f"{size}\n".encode())
+    for r in records:
+        h.update(f"{r.id}\t{r.path}\n".encode())
+    return h.hexdigest()
+
+
+def _chunk_done(path: Path) -> bool:
+    """A chunk counts as done when it decoded without errors (failed files are retried)."""
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path) as chunk:
+            return not np.any(chunk["error"] != "")
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def decode_records(
+    records: Sequence[ImageRecord],
+    size: int,
+    work_dir: Path,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Decode and resize every record's image; resumable through chunk files in ``work_dir``.
+
+    Returns arrays over all records: ``images`` (N, S, S) uint8, ``md5``, ``shape`` (N, 2) of the
+    original image, and ``error`` ("" where the image decoded).
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    key = _job_key(records, size)
+    job = work_dir / "job.json"
+    if not job.is_file() or json.loads(job.read_text()).get("key") != key:
+        for old in work_dir.glob("chunk_*.npz"):
+            old.unlink()
+        atomic_write_bytes(job, json.dumps({"key": key, "n": len(records), "size": size}).encode())
+    starts = list(range(0, len(records), CHUNK))
+    todo = [s for s in starts if not _chunk_done(work_dir / f"chunk_{s // CHUNK:06d}.npz")]
+    if len(todo) < len(starts):
+        print(f"resuming: {len(starts) - len(todo)} of {len(starts)} chunks already decoded",
+              file=sys.stderr)
+    workers = max(1, workers or os.cpu_count() or 1)
+
+    def save(start: int, result: dict[str, np.ndarray]) -> None:
+        target = work_dir / f"chunk_{start // CHUNK:06d}.npz"
+        tmp = target.with_suffix(".tmp.npz")
+        np.savez(tmp, **result)
+        os.replace(tmp, target)
+
+    bar = tqdm(total=len(records), initial=len(records) - sum(
+        min(CHUNK, len(records) - s) for s in todo), unit="img", desc="decoding",
+        disable=not progress or None)
+    paths = {s: [str(r.path) for r in records[s:s + CHUNK]] for s in todo}
+    if workers == 1 or len(todo) <= 1:
+        for s in todo:
+            save(s, _decode_chunk(paths[s], size))
+            bar.update(len(paths[s]))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {s: pool.submit(_decode_chunk, paths[s], size) for s in todo}
+            for s in todo:
+                save(s, futures[s].result())
+                bar.update(len(paths[s]))
+    bar.close()
+    chunks = [np.load(work_dir / f"chunk_{s // CHUNK:06d}.npz") for s in starts]
+    if not chunks:
+        return {"images": np.zeros((0, size, size), np.uint8), "md5": np.array([], str),
+                "shape": np.zeros((0, 2), np.int64), "error": np.array([], str)}
+    return {k: np.concatenate([c[k] for c in chunks]) for k in ("images", "md5", "shape", "error")}
+
+
+def _check_records(records: Sequence[ImageRecord], where: str) -> None:
+    if not records:
+        raise DataError(f"{where}: no images found")
+    seen = set()
+    for r in records:
+        if r.label not in (0, 1):
+            raise DataError(f"{where}: image {r.id!r} has label {r.label!r}, not 0 or 1")
+        if r.id in seen:
+            raise DataError(f"{where}: image id {r.id!r} appears twice")
+        seen.add(r.id)
+
+
+def prepare_records(
+    records: Sequence[ImageRecord],
+    out: str | Path,
+    source: str,
+    where: str,
+    size: int = 64,
+    n_normal: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    split_file: str | Path | None = None,
+    overwrite: bool = False,
+    workers: int | None = None,
+    on_error: str = "fail",
+    options: dict | None = None,
+    progress: bool = True,
+    log: Log = print,
+) -> Path:
+    """Decode ``records`` into a prepared dataset at ``out`` with a Dn / pools / Dt split.
+
+    ``on_error``: ``"fail"`` stops with an error that lists the files that did not decode;
+    ``"skip"`` leaves them out, prints them and saves them in ``skipped.csv``. Decoded chunks are
+    kept either way, so a rerun does not decode again.
+    """
+    out = Path(out)
+    if on_error not in ("fail", "skip"):
+        raise ValueError("on_error must be 'fail' or 'skip'")
+    if size < 8:
+        raise DataError(f"--size must be at least 8 (got {size})")
+    check_output(out, overwrite)
+    _check_records(records, where)
+    work = out / ".partial"
+    decoded = decode_records(records, size, work, workers=workers, progress=progress)
+    bad = np.flatnonzero(decoded["error"] != "")
+    skipped = pd.DataFrame({"id": [records[i].id for i in bad],
+                            "path": [str(records[i].path) for i in bad],
+                            "error": decoded["error"][bad]})
+    if len(bad):
+        lines = "\n".join(f"  {e}" for e in skipped["error"].head(10))
+        more = f"\n  ... and {len(bad) - 10:,} more" if len(bad) > 10 else ""
+        if on_error == "fail":
+            raise DataError(f"{where}: {len(bad):,} of {len(records):,} images could not be "
+                            f"decoded:\n{lines}{more}\n(fix or remove them, or pass "
+                            "--on-error skip to leave them out and list them in skipped.csv)")
+        log(f"warning: skipped {len(bad):,} of {len(records):,} images that could not be decoded "
+            f"(listed in {out / 'skipped.csv'}):\n{lines}{more}")
+    keep = np.flatnonzero(decoded["error"] == "")
+    kept = [records[i] for i in keep]
+    if not kept:
+        raise DataError(f"{where}: none of the {len(records):,} images could be decoded")
+    shapes = decoded["shape"][keep]
+    manifest = pd.DataFrame({
+        "id": [r.id for r in kept],
+        "label": [r.label for r in kept],
+        "patient_id": [r.patient_id or "" for r in kept],
+        "finding": [r.finding for r in kept],
+        "md5": decoded["md5"][keep],
+        "orig_height": shapes[:, 0],
+        "orig_width": shapes[:, 1],
+        "boxes": [boxes_to_json(b.scaled(size / w, size / h) for b in r.boxes)
+                  for r, (h, w) in zip(kept, shapes)],
+    })
+    return _split_and_write(
+        out, decoded["images"][keep], manifest, source=source, where=where,
+        n_normal=n_normal, n_test=n_test, seed=seed, split_file=split_file,
+        options=options, skipped=skipped, log=log, cleanup=work)
+
+
+def _split_and_write(
+    out: Path,
+    images: np.ndarray,
+    manifest: pd.DataFrame,
+    source: str,
+    where: str,
+    n_normal: int | None,
+    n_test: int | None,
+    seed: int,
+    split_file: str | Path | None,
+    options: dict | None,
+    log: Log,
+    masks: np.ndarray | None = None,
+    skipped: pd.DataFrame | None = None,
+    cleanup: Path | None = None,
+    defaults: dict[str, int] | None = None,
+) -> Path:
+    ids = manifest["id"].tolist()
+    labels = manifest["label"].to_numpy()
+    groups = group_images(manifest["patient_id"].tolist(), manifest["md5"].tolist())
+    n_groups = len(set(groups.tolist()))
+    if split_file is not None:
+        split = split_from_file(split_file, ids)
+        sizes_note = f"split from {split_file}"
+    else:
+        chosen = defaults or default_sizes(labels)
+        n_normal = chosen["n_normal"] if n_normal is None else n_normal
+        n_test = chosen["n_test"] if n_test is None else n_test
+        split = make_split(ids, labels, n_normal=n_normal, n_test=n_test, seed=seed,
+                           groups=groups)
+        sizes_note = f"split sampled with seed {seed}"
+    validate_split(split, ids, labels, groups, where=str(split_file or where))
+    counts = np.bincount(labels, minlength=2)
+    info = {
+        "source": source,
+        "where": where,
+        "seed": seed,
+        "options": {**(options or {}), "n_normal": n_normal, "n_test": n_test,
+                    "split_file": str(split_file) if split_file else None},
+        "counts": {"normal": int(counts[0]), "abnormal": int(counts[1])},
+        "n_groups": n_groups,
+        "n_skipped": 0 if skipped is None else int(len(skipped)),
+        "ddadlib_version": __version__,
+    }
+    write_dataset(out, images, manifest, split, info, masks=masks, skipped=skipped)
+    if cleanup is not None:
+        shutil.rmtree(cleanup, ignore_errors=True)
+    log(f"{out}: {len(images):,} images ({counts[0]:,} normal, {counts[1]:,} abnormal) of "
+        f"{images.shape[1]}x{images.shape[1]} in {n_groups:,} patient/duplicate groups; "
+        f"{sizes_note}")
+    log(f"  {format_sizes(split)}")
+    return out
+
+
+def prepare_folder(root: str | Path, out: str | Path, labels: str | Path | None = None,
+                   log: Log = print, **kwargs) -> Path:
+    """Prepare a folder dataset (see :func:`ddadlib.folder.folder_records`)."""
+    from ddadlib.folder import folder_records
+
+    records, how = folder_records(root, labels)
+    log(f"{root}: {len(records):,} images; {how}")
+    return prepare_records(records, out, source="folder", where=str(root), log=log,
+                           options={"root": str(root), "labels": str(labels) if labels else None,
+                                    "size": kwargs.get("size", 64)}, **kwargs)
+
+
+def prepare_kaggle(kind: str, root: str | Path, out: str | Path, log: Log = print,
+                   **kwargs) -> Path:
+    """Prepare the RSNA Pneumonia (``kind="rsna"``) or VinBigData (``"vinbigdata"``) download."""
+    from ddadlib import kaggle
+
+    readers = {"rsna": kaggle.rsna_records, "vinbigdata": kaggle.vinbigdata_records}
+    records = readers[kind](Path(root))
+    counts = np.bincount([r.label for r in records], minlength=2)
+    log(f"{root}: {len(records):,} images ({counts[0]:,} normal, {counts[1]:,} abnormal)")
+    for name, value in PAPER_SIZES[kind].items():
+        if kwargs.get(name) is None:
+            kwargs[name] = value
+    kwargs.setdefault("on_error", "skip")
+    return prepare_records(records, out, source=kind, where=str(root), log=log,
+                           options={"root": str(root), "size": kwargs.get("size", 64)}, **kwargs)

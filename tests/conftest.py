@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+KERMANY = SHARED_DATA / "kermany-cxr128"
+
+
+def write_png(path: Path, seed: int, size: int = 40, bright: int = 0) -> Path:
+    """A small random grayscale PNG (different seeds give different pixels)."""
+    rng = np.random.default_rng(seed)
+    arr = np.clip(rng.integers(0, 200, (size, size + 8)) + bright, 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+@pytest.fixture
+def class_folder(tmp_path):
+    """A folder with class subfolders: 30 normal (two spellings), 20 pneumonia."""
+    root = tmp_path / "cxr"
+    for i in range(20):
+        write_png(root / "Normal" / f"n{i:02d}.png", i)
+    for i in range(10):
+        write_png(root / "No Finding" / "sub" / f"m{i:02d}.png", 100 + i)
+    for i in range(20):
+        write_png(root / "PNEUMONIA" / f"p{i:02d}.png", 200 + i, bright=40)
+    return root
+
+
+@pytest.fixture
+def csv_folder(tmp_path):
+    """A folder with labels.csv, patients with several images, and exact duplicate images."""
+    root = tmp_path / "csvdata"
+    rows = ["filename,label,patient_id"]
+    for i in range(40):
+        write_png(root / "img" / f"a{i:02d}.png", i)
+        rows.append(f"img/a{i:02d}.png,0,pat{i // 3}")
+    for i in range(30):
+        write_png(root / "img" / f"b{i:02d}.png", 500 + i, bright=30)
+        rows.append(f"img/b{i:02d}.png,1,q{i}")
+    # exact duplicates of a normal image under other names and patients
+    for j in range(3):
+        write_png(root / "img" / f"dup{j}.png", 7)
+        rows.append(f"img/dup{j}.png,0,dup_patient{j}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def requires_kermany():
+    return pytest.mark.skipif(not (KERMANY / "labels.csv").is_file(),
+                              reason=f"real data not found at {KERMANY} (see ../shared/data)")

@@ -1,0 +1,74 @@
+"""The project's set-up files agree with each other."""
+
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDA_NAMES = {"pytorch": "torch"}
+
+
+def _pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _split_req(req: str) -> tuple[str, str]:
+    m = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", req)
+    return m.group(1).lower().replace("_", "-"), m.group(2).replace(" ", "")
+
+
+def test_environment_yml_matches_pyproject():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge"]
+    deps = env["dependencies"]
+    pip_section = [d for d in deps if isinstance(d, dict)]
+    conda = dict(_split_req(d) for d in deps if isinstance(d, str))
+    assert "python" in conda and "pip" in conda
+    assert pip_section == [{"pip": ["-e .[notebooks]"]}]
+    conda = {CONDA_NAMES.get(k, k): v for k, v in conda.items() if k not in ("python", "pip")}
+    project = _pyproject()["project"]
+    wanted = dict(_split_req(r) for r in
+                  project["dependencies"] + project["optional-dependencies"]["notebooks"])
+    assert conda == wanted
+    # python range the same as requires-python
+    py = dict(_split_req(d) for d in deps if isinstance(d, str))["python"]
+    assert py == project["requires-python"].replace(" ", "")
+
+
+def test_torch_range_admits_preinstalled_gpu_builds():
+    from packaging.specifiers import SpecifierSet
+
+    deps = dict(_split_req(r) for r in _pyproject()["project"]["dependencies"])
+    spec = SpecifierSet(deps["torch"])
+    assert all(v in spec for v in ("2.11.0", "2.12.1", "2.13.0", "2.14.1"))
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    lines = [l for l in block.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    assert len(lines) == 2
+    assert "ddad demo" in lines[0] and "pytest" in lines[1]
+    assert text.index("```bash") < 200
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert lines[1] in ci
+    assert "not be used for" in text and "clinical" in text
+
+
+def test_licence_and_citation():
+    assert "not be used for clinical" in (ROOT / "LICENSE").read_text().replace("\n", " ")
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["preferred-citation"]["title"].startswith("Dual-Distribution Discrepancy")
+    assert cff["version"] == _pyproject()["project"]["version"]
+
+
+def test_extras_name_the_audiences():
+    extras = _pyproject()["project"]["optional-dependencies"]
+    assert {"notebooks", "test", "docs"} <= set(extras)
