@@ -10,6 +10,24 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
+from ddadlib.dataset import PreparedDataset
 from ddadlib.errors import DataError
+from ddadlib.prepare import prepare_folder, prepare_kaggle, prepare_synthetic
+from ddadlib.splits import ar_range, draw_unlabeled, make_split, max_unlabeled
+from ddadlib.synthetic import ABNORMALITY_KINDS, generate_synthetic, generate_synthetic_counts
 
-__all__ = ["DataError", "__version__"]
+__all__ = [
+    "ABNORMALITY_KINDS",
+    "DataError",
+    "PreparedDataset",
+    "__version__",
+    "ar_range",
+    "draw_unlabeled",
+    "generate_synthetic",
+    "generate_synthetic_counts",
+    "make_split",
+    "max_unlabeled",
+    "prepare_folder",
+    "prepare_kaggle",
+    "prepare_synthetic",
+]

@@ -5,7 +5,8 @@ A prepared dataset is a folder holding
 - ``images.npy``: uint8 array (N, S, S), every image already grayscale and resized;
 - ``manifest.csv``: one row per image, in the order of ``images.npy``, with columns
   ``id,label,patient_id,finding,md5,orig_height,orig_width,boxes`` (boxes as JSON, in the
-  coordinates of the resized image);
+  coordinates of the resized image), and any source-specific columns after them (the synthetic
+  set adds ``severity``);
 - ``masks.npy`` (optional): bool array (N, S, S) of pixel masks, for the synthetic set;
 - ``split.json``: Dn, the unlabeled pools and Dt (see :mod:`ddadlib.splits`);
 - ``dataset.json``: how it was made (source, size, seed, options, library version); written
@@ -18,10 +19,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -48,20 +49,26 @@ def _replace(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write through ``write`` into a temporary file beside ``path``, then rename it into place,
+    so that readers see the old file or the whole new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         _replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -71,17 +78,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     """Save an array as ``.npy``, atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: np.save(fh, array))
 
 
 def boxes_to_json(boxes: Iterable[Box]) -> str:
@@ -119,7 +116,8 @@ def write_dataset(
         raise ValueError(f"images must be uint8 (N, S, S), got {images.dtype} {images.shape}")
     if len(manifest) != len(images):
         raise ValueError("manifest and images differ in length")
-    manifest = manifest.reindex(columns=MANIFEST_COLUMNS)
+    extra = [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
+    manifest = manifest.reindex(columns=MANIFEST_COLUMNS + extra)
     # A dataset being replaced loses its completion marker first.
     (out / "dataset.json").unlink(missing_ok=True)
     for name in ("masks.npy", "skipped.csv"):

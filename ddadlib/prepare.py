@@ -20,7 +20,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ddadlib import __version__
-from ddadlib.dataset import DATASET_FILES, atomic_write_bytes, boxes_to_json, is_prepared, \
+from ddadlib.dataset import DATASET_FILES, atomic_write, atomic_write_bytes, boxes_to_json, is_prepared, \
     write_dataset
 from ddadlib.errors import DataError
 from ddadlib.imaging import pixel_md5, read_image, resize
@@ -126,10 +126,8 @@ def decode_records(
     workers = max(1, workers or os.cpu_count() or 1)
 
     def save(start: int, result: dict[str, np.ndarray]) -> None:
-        target = work_dir / f"chunk_{start // CHUNK:06d}.npz"
-        tmp = target.with_suffix(".tmp.npz")
-        np.savez(tmp, **result)
-        os.replace(tmp, target)
+        atomic_write(work_dir / f"chunk_{start // CHUNK:06d}.npz",
+                     lambda fh: np.savez(fh, **result))
 
     bar = tqdm(total=len(records), initial=len(records) - sum(
         min(CHUNK, len(records) - s) for s in todo), unit="img", desc="decoding",
@@ -313,3 +311,76 @@ def prepare_kaggle(kind: str, root: str | Path, out: str | Path, log: Log = prin
     kwargs.setdefault("on_error", "skip")
     return prepare_records(records, out, source=kind, where=str(root), log=log,
                            options={"root": str(root), "size": kwargs.get("size", 64)}, **kwargs)
+
+
+#: Default sizes of the built-in synthetic set.
+SYNTHETIC_DEFAULTS = {"n_normal": 1000, "n_test": 250, "n_unlabeled": 1000}
+
+
+def prepare_synthetic(
+    out: str | Path,
+    size: int = 64,
+    n_normal: int | None = None,
+    n_test: int | None = None,
+    n_unlabeled: int | None = None,
+    ar: float | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    log: Log = print,
+) -> Path:
+    """Generate the built-in synthetic chest X-ray set as a prepared dataset (with masks).
+
+    Dn holds ``n_normal`` images and the test set ``n_test`` per class. Without ``ar`` the pools
+    hold ``n_unlabeled`` normal and ``n_unlabeled`` abnormal images, so that Du of that size can
+    be drawn later at any AR from 0 to 1; with ``ar`` they hold exactly one Du at that AR.
+    Images, their order and the split all follow from ``seed``.
+    """
+    from ddadlib.splits import n_abnormal_at
+    from ddadlib.synthetic import generate_synthetic_counts
+
+    out = Path(out)
+    n_normal = SYNTHETIC_DEFAULTS["n_normal"] if n_normal is None else n_normal
+    n_test = SYNTHETIC_DEFAULTS["n_test"] if n_test is None else n_test
+    m = SYNTHETIC_DEFAULTS["n_unlabeled"] if n_unlabeled is None else n_unlabeled
+    if min(n_normal, n_test) < 1 or m < 0:
+        raise DataError(f"synthetic: --n-normal and --n-test must be at least 1 and "
+                        f"--n-unlabeled at least 0 (got {n_normal}, {n_test}, {m})")
+    if ar is not None and not 0.0 <= ar <= 1.0:
+        raise DataError(f"synthetic: --ar must be between 0 and 1 (got {ar})")
+    if size < 32:
+        raise DataError(f"synthetic: --size must be at least 32 (got {size})")
+    check_output(out, overwrite)
+    pool_abnormal = m if ar is None else n_abnormal_at(m, ar)
+    pool_normal = m if ar is None else m - pool_abnormal
+    data = generate_synthetic_counts(n_normal + n_test + pool_normal, n_test + pool_abnormal,
+                                     size=size, seed=seed)
+    # Shuffle so that an image's position (and id) says nothing about its label.
+    order = np.random.default_rng([seed, 1]).permutation(len(data.labels))
+    images, masks, labels = data.images[order], data.masks[order], data.labels[order]
+    kinds = [data.kinds[i] for i in order]
+    manifest = pd.DataFrame({
+        "id": [f"syn-{i:06d}" for i in range(len(order))],
+        "label": labels,
+        "patient_id": "",
+        "finding": kinds,
+        "md5": [pixel_md5(im) for im in images],
+        "orig_height": size,
+        "orig_width": size,
+        "boxes": [boxes_to_json(_mask_boxes(mk, kind)) for mk, kind in zip(masks, kinds)],
+        "severity": np.round(data.severity[order], 4),
+    })
+    options = {"n_unlabeled": m, "ar": ar, "size": size,
+               "pools": {"normal": pool_normal, "abnormal": pool_abnormal}}
+    return _split_and_write(out, images, manifest, source="synthetic", where="synthetic",
+                            n_normal=n_normal, n_test=n_test, seed=seed, split_file=None,
+                            options=options, log=log, masks=masks)
+
+
+def _mask_boxes(mask: np.ndarray, label: str) -> list:
+    from ddadlib.records import Box
+
+    if not mask.any():
+        return []
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return [Box(float(cols[0]), float(rows[0]), float(cols[-1] - cols[0] + 1),
+                float(rows[-1] - rows[0] + 1), label)]
