@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -24,6 +25,7 @@ from ddadlib.dataset import DATASET_FILES, atomic_write, atomic_write_bytes, box
     write_dataset
 from ddadlib.errors import DataError
 from ddadlib.imaging import pixel_md5, read_image, resize
+from ddadlib.provenance import provenance
 from ddadlib.records import ImageRecord
 from ddadlib.splits import format_sizes, group_images, make_split, split_from_file, \
     validate_split
@@ -138,7 +140,10 @@ def decode_records(
             save(s, _decode_chunk(paths[s], size))
             bar.update(len(paths[s]))
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # Not fork: the parent may run threads (numpy, tqdm, a notebook kernel), and forking a
+        # threaded process can deadlock the child.
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method)) as pool:
             futures = {s: pool.submit(_decode_chunk, paths[s], size) for s in todo}
             for s in todo:
                 save(s, futures[s].result())
@@ -273,6 +278,7 @@ def _split_and_write(
         "n_groups": n_groups,
         "n_skipped": 0 if skipped is None else int(len(skipped)),
         "ddadlib_version": __version__,
+        "provenance": provenance(),
     }
     write_dataset(out, images, manifest, split, info, masks=masks, skipped=skipped)
     if cleanup is not None:

@@ -23,13 +23,15 @@ def test_synthetic_dataset_layout(tmp_path):
     # ids and order say nothing about the label
     assert not np.array_equal(ds.labels, np.sort(ds.labels))
     assert ds.info["source"] == "synthetic"
+    prov = ds.info["provenance"]
+    assert prov["versions"]["numpy"] == np.__version__ and "git_commit" in prov
 
 
 def test_same_seed_same_files(tmp_path):
     a = prepare_synthetic(tmp_path / "a", seed=5, **SMALL)
     b = prepare_synthetic(tmp_path / "b", seed=5, **SMALL)
     c = prepare_synthetic(tmp_path / "c", seed=6, **SMALL)
-    for name in ("images.npy", "masks.npy", "manifest.csv", "split.json", "dataset.json"):
+    for name in ("images.npy", "masks.npy", "manifest.csv", "split.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
     assert (a / "images.npy").read_bytes() != (c / "images.npy").read_bytes()
 

@@ -1,0 +1,45 @@
+"""What a prepared dataset or a run records about the software that made it."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+#: Packages whose versions are recorded (read from their metadata; nothing is imported).
+PACKAGES = ("ddadlib", "numpy", "pandas", "pillow", "pydicom", "pylibjpeg", "torch",
+            "scikit-learn", "matplotlib")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of :data:`PACKAGES` (None where one is not installed)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> str | None:
+    """The git commit of the ddadlib source in use, with ``-dirty`` if it has local changes;
+    None when ddadlib was not installed from a git checkout."""
+    src = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def provenance() -> dict:
+    """Library versions, platform and git commit, for ``dataset.json`` and run configs."""
+    return {"versions": package_versions(), "platform": platform.platform(),
+            "git_commit": git_commit()}
