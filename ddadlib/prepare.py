@@ -11,9 +11,9 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +83,15 @@ def _decode_chunk(paths: list[str], size: int) -> dict[str, np.ndarray]:
     return {"images": images, "md5": np.array(md5s), "shape": shapes, "error": np.array(errors)}
 
 
+def _decode_chunk_star(args: tuple[list[str], int]) -> dict[str, np.ndarray]:
+    return _decode_chunk(*args)
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches every process of the terminal; the parent alone handles it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _job_key(records: Sequence[ImageRecord], size: int) -> str:
     h = hashlib.sha256(f"{size}\n".encode())
     for r in records:
@@ -143,11 +152,17 @@ def decode_records(
         # Not fork: the parent may run threads (numpy, tqdm, a notebook kernel), and forking a
         # threaded process can deadlock the child.
         method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method)) as pool:
-            futures = {s: pool.submit(_decode_chunk, paths[s], size) for s in todo}
-            for s in todo:
-                save(s, futures[s].result())
+        pool = mp.get_context(method).Pool(workers, initializer=_ignore_sigint)
+        try:
+            results = pool.imap(_decode_chunk_star, [(paths[s], size) for s in todo])
+            for s, result in zip(todo, results):
+                save(s, result)
                 bar.update(len(paths[s]))
+            pool.close()
+        finally:
+            # On an interruption, stop the workers at once; chunks saved so far are kept.
+            pool.terminate()
+            pool.join()
     bar.close()
     chunks = [np.load(work_dir / f"chunk_{s // CHUNK:06d}.npz") for s in starts]
     if not chunks:
