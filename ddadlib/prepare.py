@@ -142,7 +142,8 @@ def decode_records(
 
     bar = tqdm(total=len(records), initial=len(records) - sum(
         min(CHUNK, len(records) - s) for s in todo), unit="img", desc="decoding",
-        disable=not progress or None)
+        # without an explicit disable, tqdm's TQDM_DISABLE environment variable still applies
+        **({} if progress else {"disable": True}))
     paths = {s: [str(r.path) for r in records[s:s + CHUNK]] for s in todo}
     if workers == 1 or len(todo) <= 1:
         for s in todo:
