@@ -130,15 +130,17 @@ def decode_records(
             old.unlink()
         atomic_write_bytes(job, json.dumps({"key": key, "n": len(records), "size": size}).encode())
     starts = list(range(0, len(records), CHUNK))
-    todo = [s for s in starts if not _chunk_done(work_dir / f"chunk_{s // CHUNK:06d}.npz")]
+    def chunk_path(start: int) -> Path:
+        return work_dir / f"chunk_{start // CHUNK:06d}.npz"
+
+    todo = [s for s in starts if not _chunk_done(chunk_path(s))]
     if len(todo) < len(starts):
         print(f"resuming: {len(starts) - len(todo)} of {len(starts)} chunks already decoded",
               file=sys.stderr)
     workers = max(1, workers or os.cpu_count() or 1)
 
     def save(start: int, result: dict[str, np.ndarray]) -> None:
-        atomic_write(work_dir / f"chunk_{start // CHUNK:06d}.npz",
-                     lambda fh: np.savez(fh, **result))
+        atomic_write(chunk_path(start), lambda fh: np.savez(fh, **result))
 
     bar = tqdm(total=len(records), initial=len(records) - sum(
         min(CHUNK, len(records) - s) for s in todo), unit="img", desc="decoding",
@@ -165,11 +167,15 @@ def decode_records(
             pool.terminate()
             pool.join()
     bar.close()
-    chunks = [np.load(work_dir / f"chunk_{s // CHUNK:06d}.npz") for s in starts]
-    if not chunks:
+    keys = ("images", "md5", "shape", "error")
+    if not starts:
         return {"images": np.zeros((0, size, size), np.uint8), "md5": np.array([], str),
                 "shape": np.zeros((0, 2), np.int64), "error": np.array([], str)}
-    return {k: np.concatenate([c[k] for c in chunks]) for k in ("images", "md5", "shape", "error")}
+    chunks = []
+    for s in starts:
+        with np.load(chunk_path(s)) as chunk:
+            chunks.append({k: chunk[k] for k in keys})
+    return {k: np.concatenate([c[k] for c in chunks]) for k in keys}
 
 
 def _check_records(records: Sequence[ImageRecord], where: str) -> None:
@@ -266,7 +272,6 @@ def _split_and_write(
     masks: np.ndarray | None = None,
     skipped: pd.DataFrame | None = None,
     cleanup: Path | None = None,
-    defaults: dict[str, int] | None = None,
 ) -> Path:
     ids = manifest["id"].tolist()
     labels = manifest["label"].to_numpy()
@@ -276,7 +281,7 @@ def _split_and_write(
         split = split_from_file(split_file, ids)
         sizes_note = f"split from {split_file}"
     else:
-        chosen = defaults or default_sizes(labels)
+        chosen = default_sizes(labels)
         n_normal = chosen["n_normal"] if n_normal is None else n_normal
         n_test = chosen["n_test"] if n_test is None else n_test
         split = make_split(ids, labels, n_normal=n_normal, n_test=n_test, seed=seed,
