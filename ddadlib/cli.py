@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -106,8 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_prepare(args: argparse.Namespace) -> None:
     from ddadlib import prepare
 
-    if args.quiet:
-        os.environ["TQDM_DISABLE"] = "1"
     common = dict(size=args.size, n_normal=args.n_normal, n_test=args.n_test, seed=args.seed,
                   overwrite=args.overwrite)
     if args.source == "synthetic":

@@ -9,7 +9,8 @@ A prepared dataset is a folder holding
   set adds ``severity``);
 - ``masks.npy`` (optional): bool array (N, S, S) of pixel masks, for the synthetic set;
 - ``split.json``: Dn, the unlabeled pools and Dt (see :mod:`ddadlib.splits`);
-- ``dataset.json``: how it was made (source, size, seed, options, library version); written
+- ``dataset.json``: how it was made (source, size, seed, options, library versions, git
+  commit); written
   last, so its presence marks a finished dataset;
 - ``skipped.csv`` (optional): files that could not be decoded, with the reason.
 """

@@ -18,7 +18,9 @@ def _is_normal_name(name: str) -> bool:
     return name.lower().replace(" ", "_").replace("-", "_") in NORMAL_FOLDER_NAMES
 
 
-def folder_records(root: str | Path, labels: str | Path | None = None) -> tuple[list[ImageRecord], str]:
+def folder_records(
+    root: str | Path, labels: str | Path | None = None
+) -> tuple[list[ImageRecord], str]:
     """The images of a folder dataset and a sentence saying how their labels were found.
 
     A labels file wins when present (``labels`` or ``ROOT/labels.csv``): columns ``filename``

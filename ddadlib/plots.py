@@ -1,7 +1,7 @@
 """Figures for looking at data and results.
 
 Every function returns a :class:`matplotlib.figure.Figure` built without pyplot, so it works with
-any backend (Agg included) and leaves no global state; save it with ``fig.savefig(path)``.
+any backend (Agg included) and leaves no global state; save it with :func:`save_figure`.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ddadlib import __version__
-from ddadlib.dataset import DATASET_FILES, atomic_write, atomic_write_bytes, boxes_to_json, is_prepared, \
-    write_dataset
+from ddadlib.dataset import (DATASET_FILES, atomic_write, atomic_write_json, boxes_to_json,
+                             is_prepared, write_dataset)
 from ddadlib.errors import DataError
 from ddadlib.imaging import pixel_md5, read_image, resize
 from ddadlib.provenance import provenance
@@ -128,8 +128,9 @@ def decode_records(
     if not job.is_file() or json.loads(job.read_text()).get("key") != key:
         for old in work_dir.glob("chunk_*.npz"):
             old.unlink()
-        atomic_write_bytes(job, json.dumps({"key": key, "n": len(records), "size": size}).encode())
+        atomic_write_json(job, {"key": key, "n": len(records), "size": size})
     starts = list(range(0, len(records), CHUNK))
+
     def chunk_path(start: int) -> Path:
         return work_dir / f"chunk_{start // CHUNK:06d}.npz"
 
