@@ -11,13 +11,15 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0+unknown"
 
 from ddadlib.dataset import PreparedDataset
-from ddadlib.errors import DataError
+from ddadlib.errors import ConfigError, DataError, TrainingError
 from ddadlib.prepare import prepare_folder, prepare_kaggle, prepare_synthetic
 from ddadlib.splits import ar_range, draw_unlabeled, make_split, max_unlabeled
 from ddadlib.synthetic import ABNORMALITY_KINDS, generate_synthetic, generate_synthetic_counts
 
 __all__ = [
     "ABNORMALITY_KINDS",
+    "ConfigError",
+    "DDAD",
     "DataError",
     "PreparedDataset",
     "__version__",
@@ -30,4 +32,15 @@ __all__ = [
     "prepare_folder",
     "prepare_kaggle",
     "prepare_synthetic",
+    "TrainingError",
 ]
+
+
+def __getattr__(name: str):
+    # DDAD needs torch; importing it lazily keeps `import ddadlib` (and data preparation's
+    # worker processes) free of the torch import.
+    if name == "DDAD":
+        from ddadlib.estimator import DDAD
+
+        return DDAD
+    raise AttributeError(f"module 'ddadlib' has no attribute {name!r}")

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from ddadlib import __version__
-from ddadlib.errors import DataError
+from ddadlib.errors import ConfigError, DataError, TrainingError
+from ddadlib.synthetic import ABNORMALITY_KINDS
 
 
 def _add_split_options(p: argparse.ArgumentParser, n_normal_help: str, n_test_help: str) -> None:
@@ -33,6 +34,33 @@ def _add_file_options(p: argparse.ArgumentParser, on_error: str) -> None:
                         f"list it in skipped.csv (default {on_error})")
 
 
+BACKBONE_CHOICES = ("ae", "aeu", "memae", "fanogan")
+#: The demo's protocol on the built-in set; the same on every device so its numbers compare.
+DEMO_DATA = dict(n_normal=600, n_test=250, n_unlabeled=600)
+DEMO_AR = 0.6
+DEMO_EPOCHS = 30
+
+
+def _add_train_options(p: argparse.ArgumentParser, epochs: int) -> None:
+    p.add_argument("--backbone", choices=BACKBONE_CHOICES, default="ae",
+                   help="reconstruction network (default ae; fanogan trains on Dn only)")
+    p.add_argument("--k", type=int, default=3, help="networks per module (default 3)")
+    p.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default {epochs})")
+    p.add_argument("--ar", type=float, default=0.6, help="anomaly rate of Du (default 0.6)")
+    p.add_argument("--n-unlabeled", type=int, default=None,
+                   help="M, the size of Du (default 4000 where the pools allow it at --ar, else "
+                        "the most they allow)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of initialisation, data order and the Du draw (default 0)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (default 5e-4)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps "
+                                                    "or cpu")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="training precision (default auto = fp32)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ddad`` (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(
@@ -53,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "test images per class (default 250)")
     syn.add_argument("--n-unlabeled", type=int, default=1000,
                      help="M, the size of Du (default 1000)")
+    syn.add_argument("--kinds", default=None,
+                     help="comma-separated abnormality kinds (default: all of "
+                          f"{','.join(ABNORMALITY_KINDS)})")
+    syn.add_argument("--severity", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                     help="range the severity of an abnormality is drawn from (default 0.2 1.0)")
     syn.add_argument("--ar", type=float, default=None,
                      help="anomaly rate of Du; without it the pools hold M normal and M abnormal "
                           "images so that any AR from 0 to 1 can be drawn later")
@@ -95,10 +128,50 @@ def build_parser() -> argparse.ArgumentParser:
     sam.add_argument("--seed", type=int, default=0, help="seed of the sample choice")
     sam.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
 
-    demo = sub.add_parser("demo", help="the main job on the built-in synthetic data",
-                          description="Run DDAD end to end on the built-in synthetic set.")
+    tr = sub.add_parser("train", help="train DDAD (modules A and B) on a prepared dataset",
+                        description="Train module B (K networks on Dn) and module A (K networks "
+                                    "on Dn plus a Du drawn from the pools at --ar) into a run "
+                                    "folder. An existing run with the same settings is resumed "
+                                    "or reused; module B is reused from a finished sibling run "
+                                    "that differs only in AR.")
+    tr.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
+    tr.add_argument("--out", type=Path, required=True, help="run folder to write")
+    _add_train_options(tr, epochs=250)
+
+    ev = sub.add_parser("evaluate", help="score a run's test split and write metrics",
+                        description="Score the test split (Dt) of the run's dataset, or of "
+                                    "another prepared dataset, and write metrics.json, "
+                                    "scores.csv and figures.")
+    ev.add_argument("--run", type=Path, required=True, help="finished run folder")
+    ev.add_argument("--data", type=Path, default=None,
+                    help="another prepared dataset whose test split to score (default: the "
+                         "run's own); results go to RUN/eval-<name>")
+    ev.add_argument("--n-boot", type=int, default=1000,
+                    help="bootstrap resamples for the AUC interval (default 1000)")
+    ev.add_argument("--overwrite", action="store_true", help="evaluate again over earlier results")
+
+    sc = sub.add_parser("score", help="score new, unlabeled images with a trained run",
+                        description="Write a CSV of the scores (rec, rec_ensemble, intra, inter) "
+                                    "of every image (PNG/JPEG/DICOM) under a folder.")
+    sc.add_argument("--run", type=Path, required=True, help="finished run folder")
+    sc.add_argument("--images", type=Path, required=True, help="folder of images (searched "
+                                                               "recursively)")
+    sc.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    sc.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
+
+    demo = sub.add_parser("demo", help="the main job: DDAD end to end on the built-in data",
+                          description="Prepare the built-in synthetic set, train DDAD (AE "
+                                      "backbone, K = 3, AR 0.6), evaluate it and draw the "
+                                      "figures; a few minutes on 2 CPU cores.")
     demo.add_argument("--out", type=Path, default=Path("ddad-demo"),
                       help="output folder (default ./ddad-demo)")
+    demo.add_argument("--epochs", type=int, default=None,
+                      help=f"training epochs (default {DEMO_EPOCHS}, the same on every device)")
+    demo.add_argument("--backbone", choices=BACKBONE_CHOICES, default="ae",
+                      help="backbone (default ae)")
+    demo.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    demo.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -108,7 +181,9 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
     common = dict(size=args.size, n_normal=args.n_normal, n_test=args.n_test, seed=args.seed,
                   overwrite=args.overwrite)
     if args.source == "synthetic":
-        prepare.prepare_synthetic(args.out, n_unlabeled=args.n_unlabeled, ar=args.ar, **common)
+        kinds = args.kinds.split(",") if args.kinds else None
+        prepare.prepare_synthetic(args.out, n_unlabeled=args.n_unlabeled, ar=args.ar,
+                                  kinds=kinds, severity=args.severity, **common)
         return
     common.update(split_file=args.split_file, workers=args.workers, on_error=args.on_error,
                   progress=not args.quiet)
@@ -146,33 +221,87 @@ def _cmd_samples(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from ddadlib.runs import run_config, train_run
+
+    cfg = run_config(args.data, backbone=args.backbone, k=args.k, epochs=args.epochs, ar=args.ar,
+                     n_unlabeled=args.n_unlabeled, seed=args.seed, batch_size=args.batch_size,
+                     lr=args.lr, device=args.device, precision=args.precision)
+    train_run(args.out, cfg, progress=not args.quiet)
+    print(f"next: ddad evaluate --run {args.out}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from ddadlib.runs import evaluate_run, format_metrics
+
+    metrics = evaluate_run(args.run, args.data, n_boot=args.n_boot, overwrite=args.overwrite)
+    print(format_metrics(metrics))
+
+
+def _cmd_score(args: argparse.Namespace) -> None:
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from ddadlib.dataset import atomic_write_bytes
+    from ddadlib.imaging import IMAGE_EXTENSIONS, read_image, resize
+    from ddadlib.runs import read_config, score_images
+
+    if args.out.exists() and not args.overwrite:
+        raise DataError(f"{args.out}: exists; pass --overwrite to replace it")
+    if not args.images.is_dir():
+        raise DataError(f"{args.images}: no such folder")
+    files = sorted(p for p in args.images.rglob("*")
+                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise DataError(f"{args.images}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    size = read_config(args.run)["size"]
+    images = np.stack([resize(read_image(p), size) for p in tqdm(files, desc="reading")])
+    frame = score_images(args.run, images, [str(p.relative_to(args.images)) for p in files])
+    atomic_write_bytes(args.out, frame.to_csv(index=False, float_format="%.6g").encode())
+    print(f"wrote {args.out}: {len(frame):,} images scored")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
+    import time
+
     from ddadlib import prepare
     from ddadlib.dataset import PreparedDataset, is_prepared
-    from ddadlib.plots import save_figure, sample_grid_of
+    from ddadlib.plots import sample_grid_of, save_figure
+    from ddadlib.runs import evaluate_run, format_metrics, run_config, train_run
 
+    t0 = time.perf_counter()
     data = args.out / "data"
     if is_prepared(data):
         print(f"{data}: using the synthetic set prepared earlier")
     else:
-        prepare.prepare_synthetic(data)
+        prepare.prepare_synthetic(data, **DEMO_DATA)
     grid = args.out / "samples.png"
     if not grid.exists():
         save_figure(sample_grid_of(PreparedDataset.load(data)), grid)
         print(f"wrote {grid}")
-    print("\nThe demo's training and scoring (modules A and B, intra and inter discrepancy) are "
-          "not implemented yet: they arrive with the 'DDAD core' milestone. This run prepared "
-          f"the built-in data in {data} and drew sample images in {grid}.")
+    epochs = args.epochs if args.epochs is not None else DEMO_EPOCHS
+    cfg = run_config(data, backbone=args.backbone, epochs=epochs, ar=DEMO_AR,
+                     n_unlabeled=DEMO_DATA["n_unlabeled"], seed=args.seed, device=args.device)
+    run = args.out / f"run-{args.backbone}-ar{DEMO_AR}-e{epochs}-s{args.seed}"
+    train_run(run, cfg, progress=not args.quiet)
+    metrics = evaluate_run(run, out=args.out)
+    print(f"\nDDAD ({args.backbone}) on the built-in synthetic set, AR {DEMO_AR}, "
+          f"test {cfg['test_size'][0]} normal + {cfg['test_size'][1]} abnormal "
+          f"({epochs} epochs, K = {cfg['k']}, seed {args.seed}, {cfg['device']}):")
+    print(format_metrics(metrics))
+    print(f"\nfigures: {args.out / 'histograms.png'}, {args.out / 'maps.png'}, {grid}; "
+          f"run folder {run}; {time.perf_counter() - t0:.0f} s in all")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ddad`` console script."""
     args = build_parser().parse_args(argv)
     handlers = {"prepare": _cmd_prepare, "info": _cmd_info, "samples": _cmd_samples,
+                "train": _cmd_train, "evaluate": _cmd_evaluate, "score": _cmd_score,
                 "demo": _cmd_demo}
     try:
         handlers[args.command](args)
-    except DataError as exc:
+    except (ConfigError, DataError, TrainingError) as exc:
         print(f"ddad {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,10 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator
 
-__all__ = ["KIND_COLORS", "plot_sample_grid", "sample_grid_of", "save_figure"]
+__all__ = [
+    "KIND_COLORS",
+    "pick_map_examples",
+    "plot_sample_grid",
+    "plot_score_histograms",
+    "plot_score_maps",
+    "sample_grid_of",
+    "save_figure",
+]
 
 KIND_COLORS: dict[str, str] = {
     "opacity": "#ff7f0e",
@@ -212,3 +222,330 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+# --- scores: histograms (the paper's Fig. 3) and maps (its Fig. 1) --------------------------
+
+_CLASS_COLORS = ("#0072b2", "#d55e00")
+"""Normal (blue) and abnormal (vermillion): distinct for colour-blind readers and in grayscale."""
+
+_SCORE_TITLES: dict[str, str] = {
+    "rec": "Rec (single network)",
+    "rec_ensemble": "Rec (ensemble)",
+    "intra": "Intra-discrepancy",
+    "inter": "Inter-discrepancy",
+}
+"""Readable names of :data:`ddadlib.scores.SCORES`; other names are shown as given."""
+
+_MAP_TITLES: dict[str, str] = {
+    "mu_A": r"$\mu_A$ (module A)",
+    "mu_B": r"$\mu_B$ (module B)",
+    "rec": "rec",
+    "rec_ensemble": "rec (ensemble)",
+    "intra": "intra",
+    "inter": "inter",
+}
+_MAP_CMAP = "inferno"
+_CONTOUR_COLOR = "#00e5ff"
+
+
+def _class_labels(labels: Any, n: int | None = None) -> np.ndarray:
+    """Labels as a 1-D int array of 0 (normal) and 1 (abnormal), checked against ``n``."""
+    labs = np.asarray(labels).reshape(-1)
+    if n is not None and labs.shape[0] != n:
+        raise ValueError(f"labels has {labs.shape[0]} values for {n} images")
+    if labs.size and not np.isin(labs, (0, 1)).all():
+        raise ValueError("labels must be 0 (normal) or 1 (abnormal)")
+    return labs.astype(int)
+
+
+def _minmax(values: np.ndarray) -> np.ndarray:
+    """Min-max normalised to [0, 1]; a constant score becomes all zeros (one bin)."""
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return np.zeros_like(values, dtype=np.float64)
+    return np.clip((values - lo) / (hi - lo), 0.0, 1.0)
+
+
+def plot_score_histograms(
+    scores: dict[str, Any],
+    labels: Any,
+    metrics: dict[str, dict] | None = None,
+    bins: int = 40,
+    title: str | None = None,
+) -> Figure:
+    """Histograms of image scores, normal against abnormal, one panel per score (paper Fig. 3).
+
+    ``scores``: name -> ``(N,)`` image scores, or ``(K, N)`` per member (``rec``: each network of
+    module B alone), of which the first row is drawn and the panel says "network 1 of K". Panels
+    follow the dict's order; up to 4 make one row, more wrap onto rows of 3 (4 above 6).
+    ``labels``: ``(N,)``, 0 normal, 1 abnormal. ``metrics`` (optional): name -> the dict of
+    :func:`ddadlib.metrics.score_metrics`; its ``"auc"`` (and ``"auc_std"`` over members) goes
+    into the panel's title.
+
+    Each score is min-max normalised to [0, 1] over all N images, as in the paper, so the panels
+    share an x axis; a constant score lands in the first bin. Both classes use the same ``bins``
+    equal bins on [0, 1] and are drawn as densities, so classes of different sizes compare.
+    """
+    if not scores:
+        raise ValueError("scores is empty: give at least one score")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins must be an integer >= 1, got {bins!r}")
+    labs = _class_labels(labels)
+    n = labs.shape[0]
+    if n == 0:
+        raise ValueError("labels is empty: no images to show")
+    rows: dict[str, tuple[np.ndarray, int | None]] = {}
+    for name, value in scores.items():
+        arr = np.asarray(value, dtype=np.float64)
+        members = None
+        if arr.ndim == 2:
+            members, arr = arr.shape[0], arr[0]
+        if arr.ndim != 1 or arr.shape[0] != n:
+            raise ValueError(
+                f"score {name!r} must have shape ({n},) or (K, {n}), got {np.shape(value)}"
+            )
+        if not np.isfinite(arr).all():
+            raise ValueError(f"score {name!r} contains NaN or infinity")
+        rows[name] = (_minmax(arr), members)
+
+    n_panels = len(rows)
+    ncols = n_panels if n_panels <= 4 else (3 if n_panels <= 6 else 4)
+    nrows = math.ceil(n_panels / ncols)
+    fig = Figure(figsize=(0.3 + 3.1 * ncols, (0.75 if title else 0.45) + 2.75 * nrows),
+                 layout="constrained")
+    edges = np.linspace(0.0, 1.0, int(bins) + 1)
+    counts = [int((labs == cls).sum()) for cls in (0, 1)]
+    for p, (name, (values, members)) in enumerate(rows.items()):
+        ax = fig.add_subplot(nrows, ncols, p + 1)
+        for cls, color in enumerate(_CLASS_COLORS):
+            if counts[cls]:
+                ax.hist(values[labs == cls], bins=edges, density=True, histtype="stepfilled",
+                        facecolor=to_rgba(color, 0.4), edgecolor=color, linewidth=1.2)
+        lines = [_SCORE_TITLES.get(name, name)]
+        if members is not None:
+            lines.append(f"network 1 of {members}")
+        info = (metrics or {}).get(name) or {}
+        if info.get("auc") is not None:
+            auc = f"AUC {float(info['auc']):.3f}"
+            if members is not None and info.get("auc_std") is not None:
+                auc += f" ± {float(info['auc_std']):.3f} (mean of {members})"
+            lines.append(auc)
+        ax.set_title("\n".join(lines), fontsize=9)
+        if not values.any():
+            ax.text(0.5, 0.5, "constant score:\nall images in one bin", ha="center",
+                    va="center", fontsize=8, color="0.4", transform=ax.transAxes)
+        ax.set_xlim(0.0, 1.0)
+        ax.set_xlabel("score (min-max normalised)", fontsize=8)
+        if p % ncols == 0:
+            ax.set_ylabel("density", fontsize=8)
+        ax.tick_params(labelsize=7)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    handles = [Patch(facecolor=to_rgba(c, 0.4), edgecolor=c, linewidth=1.2) for c in _CLASS_COLORS]
+    fig.legend(handles, [f"normal (n={counts[0]})", f"abnormal (n={counts[1]})"],
+               loc="outside lower center", ncols=2, frameon=False, fontsize=9)
+    return fig
+
+
+def _image_stack(value: Any, what: str) -> np.ndarray:
+    """(n, h, w) from (n, h, w) or (n, 1, h, w)."""
+    arr = np.asarray(value)
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 3:
+        raise ValueError(
+            f"{what} must have shape (n, h, w) or (n, 1, h, w), got {np.shape(value)}"
+        )
+    return arr
+
+
+def _gray_range(arr: np.ndarray) -> tuple[float, float]:
+    """Display range of grayscale images: 0..255 for uint8, -1..1 or 0..1 for floats inside it
+    (the model's range), else the range of the values."""
+    if arr.dtype == np.uint8:
+        return 0.0, 255.0
+    finite = arr[np.isfinite(arr)]
+    if not finite.size:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    if -1.0 <= lo and hi <= 1.0:
+        return (-1.0, 1.0) if lo < 0.0 else (0.0, 1.0)
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def _is_reconstruction(name: str) -> bool:
+    """Maps shown in gray like the input: ``mu_A``/``mu_B`` and anything named a reconstruction."""
+    low = name.lower()
+    return low.startswith("mu") or "recon" in low or low in ("x_hat", "xhat")
+
+
+def _short_id(text: str, width: int = 16) -> str:
+    """A row label that fits beside a small image: the file name, shortened in the middle."""
+    name = text.replace("\\", "/").rsplit("/", 1)[-1]
+    return name if len(name) <= width else name[: width // 2 - 1] + "…" + name[-(width // 2):]
+
+
+def plot_score_maps(
+    images: Any,
+    maps: dict[str, Any],
+    labels: Any | None = None,
+    masks: Any | None = None,
+    ids: Sequence[str] | None = None,
+    max_images: int = 4,
+) -> Figure:
+    """Input images beside their reconstructions and anomaly maps, one row per image (paper
+    Fig. 1).
+
+    ``images``: (N, S, S) or (N, 1, S, S), uint8 (shown on 0..255) or float (shown on -1..1,
+    the model's range, when inside it). ``maps``: name -> (N, S, S) or (N, 1, S, S), one column
+    each in the dict's order; a per-member map (K, N, 1, S, S) shows its first member. Maps
+    whose name starts with ``mu`` (``mu_A``, ``mu_B``) or names a reconstruction are drawn in
+    gray, on the input's range when both are float; the others (``intra``, ``inter``, ``rec``,
+    ...) with the ``inferno`` colormap. ``labels`` (optional) adds "normal"/"abnormal" to the row
+    labels, ``ids`` (optional) names the rows (else the row's index), ``masks`` (optional, bool,
+    the shape of the images) draws the true mask's outline on the input image.
+
+    The first ``max_images`` images are shown: pick them beforehand, e.g. with
+    :func:`pick_map_examples`. ``fig.axes`` starts with the ``rows * (1 + len(maps))`` image
+    axes, row by row, followed by one colorbar axes under each colormap column.
+    """
+    imgs = _image_stack(images, "images")
+    n = imgs.shape[0]
+    if n == 0:
+        raise ValueError("images is empty: no images to show")
+    if (
+        isinstance(max_images, bool)
+        or not isinstance(max_images, (int, np.integer))
+        or max_images < 1
+    ):
+        raise ValueError(f"max_images must be an integer >= 1, got {max_images!r}")
+    labs = None if labels is None else _class_labels(labels, n)
+    msk = None
+    if masks is not None:
+        msk = _image_stack(masks, "masks").astype(bool)
+        if msk.shape != imgs.shape:
+            raise ValueError(
+                f"masks must have the shape of the images {imgs.shape}, got {msk.shape}"
+            )
+    if ids is not None and len(ids) != n:
+        raise ValueError(f"ids has {len(ids)} values for {n} images")
+    columns: list[tuple[str, np.ndarray]] = []
+    for name, value in maps.items():
+        arr = np.asarray(value)
+        title = _MAP_TITLES.get(name, name)
+        if arr.ndim == 5:  # per member (K, N, 1, S, S): the first network
+            title = f"{title}\n(network 1 of {arr.shape[0]})"
+            arr = arr[0]
+        arr = _image_stack(arr, f"map {name!r}")
+        if arr.shape[0] != n:
+            raise ValueError(f"map {name!r} has {arr.shape[0]} images, the input has {n}")
+        columns.append((title, arr))
+
+    rows = min(n, int(max_images))
+    ncols = 1 + len(columns)
+    h, w = imgs.shape[1:]
+    # layout in inches: row labels on the left, column titles on top, colorbars at the bottom
+    cell_w, cell_h = 1.6, 1.6 * h / w
+    left, right, gap, top = 0.5, 0.08, 0.06, 0.42
+    has_cbar = any(not _is_reconstruction(t) for t in maps)
+    bottom = 0.5 if has_cbar else 0.06
+    fig_w = left + ncols * cell_w + (ncols - 1) * gap + right
+    fig_h = top + rows * cell_h + (rows - 1) * gap + bottom
+    fig = Figure(figsize=(fig_w, fig_h))
+
+    def cell(r: int, c: int) -> Any:
+        x0 = left + c * (cell_w + gap)
+        y0 = fig_h - top - (r + 1) * cell_h - r * gap
+        ax = fig.add_axes((x0 / fig_w, y0 / fig_h, cell_w / fig_w, cell_h / fig_h))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        return ax
+
+    grid = [[cell(r, c) for c in range(ncols)] for r in range(rows)]  # fig.axes row by row
+    in_range = _gray_range(imgs[:rows])
+    for r in range(rows):
+        ax = grid[r][0]
+        ax.imshow(imgs[r], cmap="gray", vmin=in_range[0], vmax=in_range[1],
+                  interpolation="nearest")
+        if msk is not None and msk[r].any():
+            ax.contour(msk[r].astype(np.float32), levels=[0.5], colors=[_CONTOUR_COLOR],
+                       linewidths=1.2)
+            ax.set_xlim(-0.5, w - 0.5)
+            ax.set_ylim(h - 0.5, -0.5)
+        name = _short_id(str(ids[r])) if ids is not None else f"#{r}"
+        color = "0.1"
+        if labs is not None:
+            name += "\nabnormal" if labs[r] else "\nnormal"
+            color = _CLASS_COLORS[int(labs[r])]
+        ax.set_ylabel(name, fontsize=8, color=color)
+        if r == 0:
+            ax.set_title("input", fontsize=9, pad=4)
+
+    for c, ((title, arr), key) in enumerate(zip(columns, maps), start=1):
+        shown = arr[:rows].astype(np.float64)
+        if _is_reconstruction(key):
+            same_kind = (arr.dtype == np.uint8) == (imgs.dtype == np.uint8)
+            vmin, vmax = in_range if same_kind else _gray_range(arr[:rows])
+            cmap = "gray"
+        else:
+            # One scale per column, shared by its rows: normal and abnormal rows compare at a
+            # glance (a per-image scale would stretch a normal image's faint noise to look as
+            # hot as a lesion). 0 to the 99th percentile, so a few hot pixels do not wash out
+            # the rest; one colorbar under the column gives the values.
+            finite = shown[np.isfinite(shown)]
+            vmin = min(0.0, float(np.percentile(finite, 1))) if finite.size else 0.0
+            vmax = float(np.percentile(finite, 99)) if finite.size else 1.0
+            if vmax <= vmin:
+                vmax = float(finite.max()) if finite.size and finite.max() > vmin else vmin + 1.0
+            cmap = _MAP_CMAP
+        im = None
+        for r in range(rows):
+            ax = grid[r][c]
+            im = ax.imshow(shown[r], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+            if r == 0:
+                ax.set_title(title, fontsize=9, pad=4)
+        if cmap == _MAP_CMAP and im is not None:
+            x0 = left + c * (cell_w + gap) + 0.1 * cell_w
+            cax = fig.add_axes((x0 / fig_w, 0.3 / fig_h, 0.8 * cell_w / fig_w, 0.08 / fig_h))
+            bar = fig.colorbar(im, cax=cax, orientation="horizontal")
+            bar.locator = MaxNLocator(nbins=3)
+            bar.update_ticks()
+            cax.tick_params(labelsize=7, length=2, pad=1)
+    return fig
+
+
+def pick_map_examples(
+    labels: Any,
+    scores: Any | None = None,
+    n_abnormal: int = 3,
+    n_normal: int = 1,
+    seed: int = 0,
+) -> np.ndarray:
+    """Indices of test images to show in :func:`plot_score_maps`: abnormal first, then normal.
+
+    The images are a seeded random choice (``np.random.default_rng(seed)``) within each class,
+    never chosen by their score: picking the best-looking maps would show the method at its
+    best rather than as it is (no cherry-picking). ``scores`` is only checked to have one value
+    per image; it does not influence the choice. A class with fewer images than asked gives all
+    it has. Within a class the indices are in increasing order.
+    """
+    labs = _class_labels(labels)
+    if scores is not None:
+        sc = np.asarray(scores)
+        if sc.shape[-1] != labs.shape[0]:
+            raise ValueError(f"scores has {sc.shape[-1]} values for {labs.shape[0]} labels")
+    for what, k in (("n_abnormal", n_abnormal), ("n_normal", n_normal)):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ValueError(f"{what} must be an integer >= 0, got {k!r}")
+    rng = np.random.default_rng(seed)
+    picked = []
+    for cls, k in ((1, n_abnormal), (0, n_normal)):
+        pool = np.flatnonzero(labs == cls)
+        k = min(int(k), pool.size)
+        picked.append(np.sort(rng.choice(pool, size=k, replace=False)) if k else pool[:0])
+    return np.concatenate(picked).astype(np.int64)

@@ -355,6 +355,8 @@ def prepare_synthetic(
     seed: int = 0,
     overwrite: bool = False,
     log: Log = print,
+    kinds: Sequence[str] | None = None,
+    severity: tuple[float, float] | None = None,
 ) -> Path:
     """Generate the built-in synthetic chest X-ray set as a prepared dataset (with masks).
 
@@ -380,8 +382,16 @@ def prepare_synthetic(
     check_output(out, overwrite)
     pool_abnormal = m if ar is None else n_abnormal_at(m, ar)
     pool_normal = m if ar is None else m - pool_abnormal
-    data = generate_synthetic_counts(n_normal + n_test + pool_normal, n_test + pool_abnormal,
-                                     size=size, seed=seed)
+    from ddadlib.synthetic import ABNORMALITY_KINDS, DEFAULT_SEVERITY
+
+    kinds = tuple(kinds) if kinds is not None else ABNORMALITY_KINDS
+    severity = tuple(severity) if severity is not None else DEFAULT_SEVERITY
+    try:
+        data = generate_synthetic_counts(n_normal + n_test + pool_normal,
+                                         n_test + pool_abnormal, size=size, seed=seed,
+                                         kinds=kinds, severity=severity)
+    except ValueError as exc:
+        raise DataError(f"synthetic: {exc}") from None
     # Shuffle so that an image's position (and id) says nothing about its label.
     order = np.random.default_rng([seed, 1]).permutation(len(data.labels))
     images, masks, labels = data.images[order], data.masks[order], data.labels[order]
@@ -397,7 +407,8 @@ def prepare_synthetic(
         "boxes": [boxes_to_json(_mask_boxes(mk, kind)) for mk, kind in zip(masks, kinds)],
         "severity": np.round(data.severity[order], 4),
     })
-    options = {"n_unlabeled": m, "ar": ar, "size": size,
+    options = {"n_unlabeled": m, "ar": ar, "size": size, "kinds": list(kinds),
+               "severity": list(severity),
                "pools": {"normal": pool_normal, "abnormal": pool_abnormal}}
     return _split_and_write(out, images, manifest, source="synthetic", where="synthetic",
                             n_normal=n_normal, n_test=n_test, seed=seed, split_file=None,

@@ -41,6 +41,12 @@ Abnormalities (:data:`ABNORMALITY_KINDS`), each with a pixel mask of where it is
     hemidiaphragm pulled up by the loss of volume. Mask: the streaks and the lung lost to the
     raised diaphragm.
 
+``pneumonia``
+    lobar pneumonia: an even haze over the lower zone of one lung (the upper zone in a third of
+    the cases). Large and always of one shape, so it is the kind a network trained on images
+    that contain it learns to reconstruct (module A), and one trained on normal images does not
+    (module B): the contrast that DDAD's inter-discrepancy measures. Mask: the hazy zone.
+
 ``severity`` in ``[0, 1]`` scales the size and contrast of an abnormality from subtle to obvious.
 The range it is drawn from is a parameter, so that the difficulty can be calibrated.
 
@@ -84,6 +90,7 @@ ABNORMALITY_KINDS: tuple[str, ...] = (
     "cardiomegaly",
     "pneumothorax",
     "atelectasis",
+    "pneumonia",
 )
 """The kinds of abnormality the generator draws, in a fixed order."""
 
@@ -673,6 +680,25 @@ def _effusion(sc: _Scene, idx: np.ndarray, ua: np.ndarray, sv: np.ndarray, sd: n
     return _nonempty(m, fluid * shape_side * lung_i)
 
 
+def _pneumonia(sc: _Scene, idx: np.ndarray, ua: np.ndarray, sv: np.ndarray, sd: np.ndarray):
+    """Lobar pneumonia: an even haze (air replaced by fluid) over the lower zone of one lung, or
+    its upper zone in a third of the cases; severity widens the zone and thickens the haze."""
+    Yi = sc.Y[idx]
+    lung_i = sc.lung_pre[idx]
+    shape_side = sc.side(idx, sc.shape_r, sc.shape_l, sd)
+    apex = sc.side(idx, sc.apex_r, sc.apex_l, sd)
+    cp = sc.side(idx, sc.cp_r, sc.cp_l, sd)
+    frac = 0.35 + 0.35 * sv + 0.1 * ua[:, 2].reshape(-1, 1, 1)  # share of the lung's height
+    lower = (ua[:, 1] < 2 / 3).reshape(-1, 1, 1)
+    zone = np.where(lower, _soft(cp - (cp - apex) * frac - Yi, 0.1),
+                    _soft(Yi - apex - (cp - apex) * frac, 0.1))
+    haze = zone * shape_side * (0.35 + 0.5 * sv)
+    sc.air_r[idx] *= 1.0 - haze * sd
+    sc.air_l[idx] *= 1.0 - haze * ~sd
+    m = (zone > 0.5) & (shape_side > 0.5) & (lung_i > 0.1)
+    return _nonempty(m, zone * shape_side * lung_i)
+
+
 def _pneumothorax(sc: _Scene, idx: np.ndarray, ua: np.ndarray, sv: np.ndarray, sd: np.ndarray):
     """Air between the chest wall and the collapsed lung: a rim along the apex and the lateral
     wall, a little darker and without lung markings, bounded by the thin pleural line."""
@@ -870,6 +896,8 @@ def _render_chunk(
             masks[idx] = _effusion(sc, idx, ua, sv, sd)
         elif name == "pneumothorax":
             masks[idx] = _pneumothorax(sc, idx, ua, sv, sd)
+        elif name == "pneumonia":
+            masks[idx] = _pneumonia(sc, idx, ua, sv, sd)
         elif name == "atelectasis":
             masks[idx] = _atelectasis(sc, idx, ua, sv, sd)
     lung = air_r + air_l

@@ -52,13 +52,3 @@ def test_bad_options(tmp_path, capsys):
     assert "--ar must be between 0 and 1" in capsys.readouterr().err
     assert main(["prepare", "synthetic", "--out", str(tmp_path / "s"), "--size", "16"]) == 2
     assert "--size must be at least 32" in capsys.readouterr().err
-
-
-def test_demo_prepares_data_and_says_what_is_missing(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
-    out = capsys.readouterr().out
-    assert "not implemented yet" in out
-    assert (tmp_path / "demo" / "samples.png").stat().st_size > 10_000
-    assert PreparedDataset.load(tmp_path / "demo" / "data").info["source"] == "synthetic"
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0  # reuses what it made
-    assert "prepared earlier" in capsys.readouterr().out

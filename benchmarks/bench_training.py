@@ -1,0 +1,146 @@
+"""Training throughput: ddadlib's ensemble training against the authors' design.
+
+Prints images per second per member for
+
+- ``ours``: ``ddadlib.ensemble.train_ensemble`` on the path it picks for the device
+  (CPU: members one after the other, channels-last; CUDA: the K members vectorised);
+- ``sequential fp32``: the K members one after the other, float32, plain memory layout, data
+  already on the device;
+- ``vectorised`` and ``bf16``: the other paths, for reference;
+- ``authors' design``: one member at a time, the images kept as 64x64 PIL images and turned
+  into tensors item by item every epoch by a DataLoader with one worker, as the authors' code does;
+
+on the CPU and, when there is one, on the GPU; with the ratios to the authors' design, and the
+time the paper's Table 1 protocol (3 backbones, modules A and B, K = 3, 250 epochs, RSNA sizes)
+would take at that speed. Run: ``python benchmarks/bench_training.py [--images 1024] [--epochs 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ddadlib.backbones import build_backbone
+from ddadlib.ensemble import EnsembleConfig, train_ensemble
+from ddadlib.synthetic import generate_synthetic
+
+#: Member-images of Table 1 on RSNA: 3 backbones x K = 3 x 250 epochs x (|Dn| + |Dn + Du|).
+TABLE1_MEMBER_IMAGES = 3 * 3 * 250 * (3851 + 3851 + 4000)
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """Preloaded PIL images, turned into normalised tensors one by one on every access."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = [Image.fromarray(im) for im in images]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x = torch.from_numpy(np.asarray(self.images[i], dtype=np.float32) / 255.0)[None]
+        return (x - 0.5) / 0.5
+
+
+def authors_design(images: np.ndarray, k: int, epochs: int, device: torch.device) -> float:
+    """Seconds to train k members one at a time through a DataLoader with one worker."""
+    loader = torch.utils.data.DataLoader(PILDataset(images), batch_size=64, shuffle=True,
+                                         num_workers=1, drop_last=False)
+    t0 = time.perf_counter()
+    for _ in range(k):
+        net = build_backbone("ae").to(device).train()
+        opt = torch.optim.Adam(net.parameters(), lr=5e-4, betas=(0.5, 0.999))
+        for _ in range(epochs):
+            for x in loader:
+                x = x.to(device)
+                loss = net.loss(x, net(x))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def plain_sequential(images: torch.Tensor, k: int, epochs: int) -> float:
+    """Seconds for k members one after the other, float32, default layout, data on device."""
+    t0 = time.perf_counter()
+    n = images.shape[0]
+    for m in range(k):
+        net = build_backbone("ae").to(images.device).train()
+        opt = torch.optim.Adam(net.parameters(), lr=5e-4, betas=(0.5, 0.999))
+        g = torch.Generator().manual_seed(m)
+        for _ in range(epochs):
+            order = torch.randperm(n, generator=g).to(images.device)
+            for s in range(0, n, 64):
+                x = images[order[s:s + 64]]
+                loss = net.loss(x, net(x))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    _sync(images.device)
+    return time.perf_counter() - t0
+
+
+def ours(images: torch.Tensor, k: int, epochs: int, vectorised: bool | None = None,
+         precision: str = "fp32") -> float:
+    cfg = EnsembleConfig(k=k, epochs=epochs, precision=precision)
+    t0 = time.perf_counter()
+    train_ensemble(images, cfg, vectorised=vectorised, progress=False)
+    _sync(images.device)
+    return time.perf_counter() - t0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench(device: torch.device, n: int, k: int, epochs: int) -> None:
+    raw = generate_synthetic(n, size=64, seed=0).images
+    images = torch.from_numpy(raw).float().div(127.5).sub(1.0)[:, None].to(device)
+    ours(images[:128], k, 1)  # warm-up (allocator, kernels)
+    work = n * k * epochs
+    rows = []
+    default_vec = device.type == "cuda"
+    rows.append(("ours (" + ("vectorised" if default_vec else "sequential, channels-last")
+                 + ", fp32)", ours(images, k, epochs)))
+    rows.append(("sequential fp32 (plain)", plain_sequential(images, k, epochs)))
+    rows.append(("vectorised fp32" if not default_vec else "sequential, ddadlib path",
+                 ours(images, k, epochs, vectorised=not default_vec)))
+    rows.append(("ours, bf16 autocast", ours(images, k, epochs, precision="bf16")))
+    rows.append(("authors' design", authors_design(raw, k, epochs, device)))
+    base = work / rows[-1][1]
+    print(f"\n{device.type}: {n} images of 64x64, K = {k}, {epochs} epoch(s), "
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"{'path':<42}{'img/s/member':>14}{'vs authors':>12}{'Table 1 (est.)':>16}")
+    for name, secs in rows:
+        rate = work / secs
+        table1 = TABLE1_MEMBER_IMAGES / rate
+        print(f"{name:<42}{rate / k:>14.0f}{rate / base:>11.2f}x{_fmt(table1):>16}")
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=1024)
+    p.add_argument("--k", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--devices", nargs="*", default=None, help="default: cpu and cuda if present")
+    args = p.parse_args()
+    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    print("img/s/member: images per second per ensemble member (K members train K times the "
+          "images); 'Table 1 (est.)' extrapolates that rate to the paper's Table 1 protocol "
+          f"({TABLE1_MEMBER_IMAGES / 1e6:.1f}M member-images)")
+    for d in devices:
+        bench(torch.device(d), args.images, args.k, args.epochs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""Training an ensemble of K reconstruction networks (DDAD's module A or module B).
+
+Members differ only in their random initialisation and their data order, both drawn from the
+run's seed (:mod:`ddadlib.seeding`). Two paths train them, with the same result:
+
+- **sequential**: each member in turn, one plain ``nn.Module`` and one Adam each. Fastest on
+  CPU, where a quick measurement found the vectorised path slower (``benchmarks/
+  bench_training.py``); on CPU the members also use the channels-last memory layout (about 1.1x).
+- **vectorised**: the K members stacked into one model with ``torch.func`` (``vmap`` over
+  ``functional_call``), so one kernel launch serves all K members. The default on CUDA, where a
+  network this small is bound by kernel launches.
+
+``tests/test_ensemble.py`` forces both paths on CPU in float64 and checks they give the same
+weights. The training images are one tensor on the device for the whole run (no decoding per
+epoch). Checkpoints hold the members' weights and Adam states in a form both paths read, so a run
+resumes on either.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+from tqdm.auto import tqdm
+
+from ddadlib.backbones import AE, build_backbone
+from ddadlib.dataset import atomic_write
+from ddadlib.devices import autocast
+from ddadlib.errors import TrainingError
+from ddadlib.seeding import derive_seed, epoch_order, torch_seed
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class EnsembleConfig:
+    """What defines a trained module; two modules with equal configs and data are the same."""
+
+    backbone: str = "ae"
+    k: int = 3
+    epochs: int = 250
+    batch_size: int = 64
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    seed: int = 0
+    module: str = "B"
+    precision: str = "fp32"
+    size: int = 64
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+def build_members(cfg: EnsembleConfig) -> list[AE]:
+    """The K freshly initialised members, each from its own seed."""
+    members = []
+    for k in range(cfg.k):
+        with torch_seed(derive_seed(cfg.seed, cfg.module, k, "init")):
+            members.append(build_backbone(cfg.backbone, cfg.size))
+    return members
+
+
+def batch_starts(n: int, batch_size: int) -> list[int]:
+    """Start indices of an epoch's batches; a last batch of a single image is dropped, because
+    batch normalisation cannot train on one image."""
+    starts = list(range(0, n, batch_size))
+    if starts and n - starts[-1] < 2:
+        starts.pop()
+    return starts
+
+
+def _adam(params, cfg: EnsembleConfig) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+class _Sequential:
+    """Members trained one after the other."""
+
+    def __init__(self, members: list[AE], cfg: EnsembleConfig, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        self.channels_last = device.type == "cpu"
+        fmt = torch.channels_last if self.channels_last else torch.preserve_format
+        self.members = [m.to(device=device, memory_format=fmt).train() for m in members]
+        self.opts = [_adam(m.parameters(), cfg) for m in self.members]
+
+    def epoch(self, images: torch.Tensor, orders: torch.Tensor,
+              tick: Callable[[int], None]) -> torch.Tensor:
+        starts = batch_starts(images.shape[0], self.cfg.batch_size)
+        losses = torch.zeros(len(self.members), device=self.device)
+        for k, (m, opt) in enumerate(zip(self.members, self.opts)):
+            for s in starts:
+                x = images[orders[k, s:s + self.cfg.batch_size]]
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast(self.device, self.cfg.precision):
+                    out = m(x)
+                loss = m.loss(x, {key: v.float() for key, v in out.items()})
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses[k] += loss.detach()
+            tick(1)
+        return losses / max(len(starts), 1)
+
+    def adam_states(self) -> list[dict]:
+        out = []
+        for m, opt in zip(self.members, self.opts):
+            state = {}
+            for name, p in m.named_parameters():
+                st = opt.state.get(p)
+                if st:
+                    state[name] = {key: v.detach().clone() for key, v in st.items()}
+            out.append(state)
+        return out
+
+    def load_adam_states(self, states: list[dict]) -> None:
+        for m, opt, state in zip(self.members, self.opts, states):
+            for name, p in m.named_parameters():
+                if name in state:
+                    opt.state[p] = {key: v.to(p.device) if key != "step" else v
+                                    for key, v in state[name].items()}
+
+    def trained(self) -> list[AE]:
+        return [m.to(memory_format=torch.contiguous_format).eval() for m in self.members]
+
+
+class _Vectorised:
+    """The K members as one stacked model: ``vmap`` over ``functional_call``."""
+
+    def __init__(self, members: list[AE], cfg: EnsembleConfig, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        self.template = [m.to(device) for m in members]
+        params, buffers = stack_module_state(self.template)
+        self.params = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
+        self.buffers = buffers
+        base = copy.deepcopy(self.template[0]).to("meta").train()
+        self.base = base
+        precision, dev = cfg.precision, device
+
+        def member_loss(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
+            with autocast(dev, precision):
+                out = functional_call(base, (p, b), (x,))
+            return base.loss(x, {key: v.float() for key, v in out.items()})
+
+        self.step_losses = vmap(member_loss)
+        self.opt = _adam(list(self.params.values()), cfg)
+
+    def epoch(self, images: torch.Tensor, orders: torch.Tensor,
+              tick: Callable[[int], None]) -> torch.Tensor:
+        bs = self.cfg.batch_size
+        starts = batch_starts(images.shape[0], bs)
+        losses = torch.zeros(len(self.template), device=self.device)
+        for s in starts:
+            x = images[orders[:, s:s + bs]]  # (K, B, 1, S, S): each member its own batch
+            per_member = self.step_losses(self.params, self.buffers, x)
+            self.opt.zero_grad(set_to_none=True)
+            per_member.sum().backward()
+            self.opt.step()
+            losses += per_member.detach()
+        tick(len(self.template))
+        return losses / max(len(starts), 1)
+
+    def adam_states(self) -> list[dict]:
+        out: list[dict] = [{} for _ in self.template]
+        for name, p in self.params.items():
+            st = self.opt.state.get(p)
+            if not st:
+                continue
+            for k in range(len(out)):
+                out[k][name] = {key: (v.detach().clone() if key == "step" else v[k].detach().clone())
+                                for key, v in st.items()}
+        return out
+
+    def load_adam_states(self, states: list[dict]) -> None:
+        for name, p in self.params.items():
+            if name not in states[0]:
+                continue
+            st = {"step": states[0][name]["step"]}
+            for key in ("exp_avg", "exp_avg_sq"):
+                st[key] = torch.stack([s[name][key] for s in states]).to(p.device)
+            self.opt.state[p] = st
+
+    def trained(self) -> list[AE]:
+        for k, m in enumerate(self.template):
+            sd = {n: v[k].detach() for n, v in {**self.params, **self.buffers}.items()}
+            m.load_state_dict(sd)
+        return [m.eval() for m in self.template]
+
+
+def _save_checkpoint(path: Path, trainer, epoch: int, cfg: EnsembleConfig) -> None:
+    members = [{n: v.detach().cpu() for n, v in m.state_dict().items()}
+               for m in _current_members(trainer)]
+    adam = [{n: {key: v.cpu() for key, v in st.items()} for n, st in s.items()}
+            for s in trainer.adam_states()]
+    blob = {"version": CHECKPOINT_VERSION, "config": cfg.to_dict(), "epoch": epoch,
+            "members": members, "adam": adam}
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+
+
+def _current_members(trainer) -> list[nn.Module]:
+    if isinstance(trainer, _Vectorised):
+        out = []
+        for k in range(len(trainer.template)):
+            m = copy.deepcopy(trainer.template[k])
+            m.load_state_dict({n: v[k].detach() for n, v in
+                               {**trainer.params, **trainer.buffers}.items()})
+            out.append(m)
+        return out
+    return trainer.members
+
+
+def load_checkpoint(path: Path, cfg: EnsembleConfig) -> dict:
+    """A checkpoint written by :func:`train_ensemble` for the same config (else an error)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("version") != CHECKPOINT_VERSION or blob.get("config") != cfg.to_dict():
+        raise TrainingError(f"{path}: checkpoint of another configuration "
+                            f"({blob.get('config')}); delete it or train into a new folder")
+    return blob
+
+
+@dataclass
+class TrainResult:
+    """Trained members and how the training went."""
+
+    members: list[AE]
+    losses: list[list[float]] = field(default_factory=list)  # per epoch, per member
+    seconds: float = 0.0
+    resumed_from: int = 0
+    path: str = "sequential"
+
+
+def train_ensemble(images: torch.Tensor, cfg: EnsembleConfig, *,
+                   vectorised: bool | None = None, checkpoint: str | Path | None = None,
+                   checkpoint_every: float = 60.0, progress: bool = True,
+                   on_epoch: Callable[[int, list[float]], None] | None = None) -> TrainResult:
+    """Train the K members of one module on ``images`` (float ``(N, 1, S, S)`` in [-1, 1], on
+    the training device) and return them in eval mode.
+
+    ``vectorised=None`` picks the path by device (CUDA: vectorised; otherwise sequential).
+    With ``checkpoint``, the state is saved there atomically at most every ``checkpoint_every``
+    seconds and after the last epoch, and a run finds it and resumes. A loss that is not finite
+    stops training with :class:`TrainingError`; the last checkpoint is kept.
+    """
+    device = images.device
+    n = images.shape[0]
+    if n < 2:
+        raise TrainingError(f"module {cfg.module}: cannot train on {n} image(s)")
+    if cfg.size != images.shape[-1]:
+        raise ValueError(f"config size {cfg.size} but images are {images.shape[-1]} pixels")
+    if vectorised is None:
+        vectorised = device.type == "cuda"
+    members = build_members(cfg)
+    start, losses = 0, []
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    blob = load_checkpoint(ckpt, cfg) if ckpt is not None and ckpt.exists() else None
+    if blob is not None:
+        for m, sd in zip(members, blob["members"]):
+            m.load_state_dict(sd)
+        start = blob["epoch"]
+    trainer = (_Vectorised if vectorised else _Sequential)(members, cfg, device)
+    if blob is not None:
+        trainer.load_adam_states(blob["adam"])
+    t0 = last_save = time.perf_counter()
+    what = f"module {cfg.module} ({cfg.backbone}, {cfg.k} members)"
+    # one step of the bar is one member's epoch, so members and epochs both show
+    bar = tqdm(desc=what, unit="member-epoch", disable=not progress, initial=start * cfg.k,
+               total=cfg.epochs * cfg.k)
+    for epoch in range(start, cfg.epochs):
+        orders = torch.from_numpy(np.stack(
+            [epoch_order(n, cfg.seed, cfg.module, k, epoch=epoch) for k in range(cfg.k)]
+        )).to(device)
+        bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs}")
+        epoch_losses = trainer.epoch(images, orders, bar.update).tolist()
+        bad = [k + 1 for k, v in enumerate(epoch_losses) if not math.isfinite(v)]
+        if bad:
+            kept = f"; the checkpoint {ckpt} of an earlier epoch is kept" if ckpt else ""
+            raise TrainingError(
+                f"{what}: the loss of member(s) {bad} is {epoch_losses} in epoch {epoch + 1}: "
+                f"training diverged. Try a lower learning rate (now {cfg.lr}) or "
+                f"float32 (now {cfg.precision}), and check the images for NaN{kept}")
+        losses.append(epoch_losses)
+        bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs}, "
+                            f"loss {sum(epoch_losses) / len(epoch_losses):.4g}")
+        if on_epoch is not None:
+            on_epoch(epoch, epoch_losses)
+        now = time.perf_counter()
+        if ckpt is not None and (epoch + 1 == cfg.epochs or now - last_save >= checkpoint_every):
+            _save_checkpoint(ckpt, trainer, epoch + 1, cfg)
+            last_save = now
+    bar.close()
+    return TrainResult(trainer.trained(), losses, time.perf_counter() - t0, start,
+                       "vectorised" if vectorised else "sequential")

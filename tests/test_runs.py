@@ -1,0 +1,112 @@
+"""Run folders: config, reuse, refusal, module B reuse across ARs, evaluation outputs."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ddadlib.errors import DataError
+from ddadlib.estimator import DDAD
+from ddadlib.runs import evaluate_run, read_config, run_config, train_run
+
+quiet = dict(log=lambda s: None)
+
+
+def test_config_records_everything(tiny_runs):
+    parent, _ = tiny_runs
+    cfg = read_config(parent / "ar0.5")
+    for key in ("backbone", "k", "epochs", "batch_size", "lr", "seed", "ar", "n_unlabeled",
+                "du_ids", "device", "precision", "data_fingerprint", "provenance"):
+        assert key in cfg, key
+    assert len(cfg["du_ids"]) == 20 and cfg["device"] == "cpu" and cfg["precision"] == "fp32"
+    assert {"torch", "numpy", "scikit-learn"} <= set(cfg["provenance"]["versions"])
+    assert "git_commit" in cfg["provenance"]
+    log = json.loads((parent / "ar0.5" / "train_log.json").read_text())
+    assert len(log["modules"]["A"]["losses"]) == 2
+
+
+def test_module_b_is_trained_once_across_ars(tiny_runs):
+    parent, logs = tiny_runs
+    assert not any("reusing the one trained" in line for line in logs[0.5])
+    assert any("reusing the one trained" in line and "ar0.5" in line for line in logs[1.0])
+    a = DDAD.load(parent / "ar0.5" / "model.pt", device="cpu")
+    b = DDAD.load(parent / "ar1.0" / "model.pt", device="cpu")
+    for ma, mb in zip(a.module_b_, b.module_b_):
+        for (n, va), vb in zip(ma.state_dict().items(), mb.state_dict().values()):
+            assert torch.equal(va, vb), n
+    wa = a.module_a_[0].state_dict()["encoder.0.0.weight"]
+    wb = b.module_a_[0].state_dict()["encoder.0.0.weight"]
+    assert not torch.equal(wa, wb)  # module A saw different Du
+
+
+def test_finished_run_is_reused_and_other_config_refused(tiny_synthetic, tiny_runs):
+    parent, _ = tiny_runs
+    lines = []
+    cfg = run_config(tiny_synthetic, k=2, epochs=2, ar=0.5, n_unlabeled=20, seed=1,
+                     device="cpu", **quiet)
+    before = (parent / "ar0.5" / "model.pt").stat().st_mtime_ns
+    train_run(parent / "ar0.5", cfg, progress=False, log=lines.append)
+    assert "nothing trained" in lines[-1]
+    assert (parent / "ar0.5" / "model.pt").stat().st_mtime_ns == before
+    other = run_config(tiny_synthetic, k=2, epochs=3, ar=0.5, n_unlabeled=20, seed=1,
+                       device="cpu", **quiet)
+    with pytest.raises(DataError, match=r"another config \(epochs: 2 -> 3\)"):
+        train_run(parent / "ar0.5", other, progress=False, **quiet)
+
+
+def test_unmeetable_ar_fails_before_training(tiny_synthetic, tmp_path, capsys):
+    from ddadlib.cli import main
+
+    rc = main(["train", "--data", str(tiny_synthetic), "--out", str(tmp_path / "run"),
+               "--ar", "0.9", "--n-unlabeled", "60", "--epochs", "1", "--quiet"])
+    assert rc == 2
+    assert "the AR must be between 0.5 and 0.5" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_default_m_is_the_most_the_pools_allow(tiny_synthetic):
+    lines = []
+    cfg = run_config(tiny_synthetic, k=2, epochs=1, ar=0.6, log=lines.append)
+    # pools of 30 + 30: at AR 0.6, 51 images (int(51 * 0.6) = 30 abnormal + 21 normal)
+    assert cfg["n_unlabeled"] == 51 and "the most the pools allow" in lines[0]
+
+
+def test_folder_that_is_not_a_run_is_refused(tiny_synthetic, tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("mine")
+    cfg = run_config(tiny_synthetic, k=2, epochs=1, ar=0.5, n_unlabeled=10, **quiet)
+    with pytest.raises(DataError, match="not a ddadlib run"):
+        train_run(tmp_path / "x", cfg, progress=False, **quiet)
+
+
+def test_evaluate_writes_metrics_scores_and_figures(tiny_runs, tmp_path):
+    parent, _ = tiny_runs
+    run = parent / "ar0.5"
+    metrics = evaluate_run(run, n_boot=50, **quiet)
+    saved = json.loads((run / "metrics.json").read_text())
+    assert set(saved) == {"rec", "rec_ensemble", "intra", "inter"} and saved == metrics
+    for name, m in saved.items():
+        assert {"auc", "ap", "auc_ci", "sens_at_95_spec", "pixel_auc"} <= set(m), name
+        assert 0 <= m["auc"] <= 1
+    assert "auc_std" in saved["rec"] and len(saved["rec"]["auc_members"]) == 2
+    scores = pd.read_csv(run / "scores.csv")
+    assert list(scores.columns[:6]) == ["id", "label", "rec", "rec_ensemble", "intra", "inter"]
+    assert len(scores) == 24 and scores["label"].sum() == 12
+    assert (run / "histograms.png").stat().st_size > 10_000
+    assert (run / "maps.png").stat().st_size > 10_000
+    # a second call does not recompute or overwrite
+    lines = []
+    before = (run / "metrics.json").stat().st_mtime_ns
+    evaluate_run(run, n_boot=50, log=lines.append)
+    assert "already evaluated" in lines[0]
+    assert (run / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_unfinished_run_cannot_be_evaluated(tiny_synthetic, tmp_path):
+    cfg = run_config(tiny_synthetic, k=2, epochs=1, ar=0.5, n_unlabeled=10, **quiet)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DataError, match="not finished"):
+        evaluate_run(tmp_path / "r", **quiet)
