@@ -50,9 +50,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .backbones import BOTTLENECK_SIZE, stage_channels
-from .errors import TrainingError
-from .seeding import derive_seed, epoch_order, torch_seed
+from ddadlib.backbones import BOTTLENECK_SIZE, stage_channels
+from ddadlib.ensemble import batch_starts
+from ddadlib.errors import TrainingError
+from ddadlib.seeding import derive_seed, epoch_order, torch_seed
 
 #: Dimension of the generator's latent space (the f-AnoGAN paper's 128).
 LATENT_DIM = 128
@@ -189,10 +190,8 @@ class FAnoGAN(nn.Module):
 def _batches(order: np.ndarray, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
     """Index batches in ``order``; a last batch of one image is skipped (BatchNorm)."""
     idx = torch.as_tensor(order, device=device)
-    for start in range(0, len(idx), batch_size):
-        batch = idx[start:start + batch_size]
-        if len(batch) > 1:
-            yield batch
+    for start in batch_starts(len(idx), batch_size):
+        yield idx[start:start + batch_size]
 
 
 def _latent(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:

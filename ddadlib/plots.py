@@ -35,6 +35,7 @@ KIND_COLORS: dict[str, str] = {
     "cardiomegaly": "#e040fb",
     "pneumothorax": "#00e5ff",
     "atelectasis": "#c6ff00",
+    "pneumonia": "#2ecc40",
 }
 """Outline colour of each abnormality kind (others get :data:`_OTHER_COLORS` in turn)."""
 

@@ -688,11 +688,11 @@ def _pneumonia(sc: _Scene, idx: np.ndarray, ua: np.ndarray, sv: np.ndarray, sd: 
     shape_side = sc.side(idx, sc.shape_r, sc.shape_l, sd)
     apex = sc.side(idx, sc.apex_r, sc.apex_l, sd)
     cp = sc.side(idx, sc.cp_r, sc.cp_l, sd)
-    frac = 0.35 + 0.35 * sv + 0.1 * ua[:, 2].reshape(-1, 1, 1)  # share of the lung's height
+    frac = 0.3 + 0.4 * sv + 0.1 * ua[:, 2].reshape(-1, 1, 1)  # share of the lung's height
     lower = (ua[:, 1] < 2 / 3).reshape(-1, 1, 1)
     zone = np.where(lower, _soft(cp - (cp - apex) * frac - Yi, 0.1),
                     _soft(Yi - apex - (cp - apex) * frac, 0.1))
-    haze = zone * shape_side * (0.35 + 0.5 * sv)
+    haze = zone * shape_side * (0.2 + 0.6 * sv)
     sc.air_r[idx] *= 1.0 - haze * sd
     sc.air_l[idx] *= 1.0 - haze * ~sd
     m = (zone > 0.5) & (shape_side > 0.5) & (lung_i > 0.1)

@@ -110,3 +110,19 @@ def test_unfinished_run_cannot_be_evaluated(tiny_synthetic, tmp_path):
     (tmp_path / "r" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(DataError, match="not finished"):
         evaluate_run(tmp_path / "r", **quiet)
+
+
+def test_fanogan_run_has_rec_only(tiny_synthetic, tmp_path):
+    lines = []
+    cfg = run_config(tiny_synthetic, backbone="fanogan", epochs=1, seed=0, device="cpu",
+                     log=lines.append)
+    assert cfg["du_ids"] == [] and "Dn only" in lines[0]
+    model = train_run(tmp_path / "fa", cfg, progress=False, **quiet)
+    assert model.module_a_ is None
+    metrics = evaluate_run(tmp_path / "fa", n_boot=20, **quiet)
+    assert set(metrics) == {"rec"}
+    scores = pd.read_csv(tmp_path / "fa" / "scores.csv")
+    assert scores["rec"].notna().all() and scores["inter"].isna().all()
+    again = DDAD.load(tmp_path / "fa" / "model.pt", device="cpu")
+    ds_scores = again.score_samples(np.zeros((2, 32, 32), np.uint8))
+    assert set(ds_scores) == {"rec", "rec_members"}
