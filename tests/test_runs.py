@@ -126,3 +126,27 @@ def test_fanogan_run_has_rec_only(tiny_synthetic, tmp_path):
     again = DDAD.load(tmp_path / "fa" / "model.pt", device="cpu")
     ds_scores = again.score_samples(np.zeros((2, 32, 32), np.uint8))
     assert set(ds_scores) == {"rec", "rec_members"}
+
+
+def test_interrupted_run_resumes_from_its_checkpoints(tiny_synthetic, tmp_path, monkeypatch):
+    cfg = run_config(tiny_synthetic, k=2, epochs=2, ar=0.5, n_unlabeled=10, seed=3,
+                     device="cpu", **quiet)
+    real_train = DDAD._train
+
+    def stop_before_module_a(self, module, images, ckpt):
+        if module == "A":
+            raise KeyboardInterrupt
+        return real_train(self, module, images, ckpt)
+
+    monkeypatch.setattr(DDAD, "_train", stop_before_module_a)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(tmp_path / "r", cfg, progress=False, **quiet)
+    assert (tmp_path / "r" / "checkpoints" / "B.ckpt").exists()
+    assert not (tmp_path / "r" / "model.pt").exists()
+    monkeypatch.setattr(DDAD, "_train", real_train)
+    lines = []
+    train_run(tmp_path / "r", cfg, progress=False, log=lines.append)
+    assert any("resuming" in line for line in lines)
+    log = json.loads((tmp_path / "r" / "train_log.json").read_text())
+    assert log["modules"]["B"]["resumed_from_epoch"] == 2  # B was not trained again
+    assert log["modules"]["A"]["resumed_from_epoch"] == 0
