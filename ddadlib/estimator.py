@@ -160,6 +160,8 @@ class DDAD:
     def _batches(self, images, batch_size: int):
         self._check_fitted()
         x_all = images if isinstance(images, torch.Tensor) else np.asarray(images)
+        if len(x_all) == 0:
+            raise ValueError("no images to score (an empty set)")
         if x_all.shape[-1] != self.size_:
             raise ValueError(f"images are {x_all.shape[-1]} pixels; this model takes "
                              f"{self.size_}")

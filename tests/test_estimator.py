@@ -57,6 +57,8 @@ def test_scores_have_the_documented_shapes(fitted, tiny):
     assert maps["inter"].shape == maps["mu_A"].shape == maps["sigma2"].shape == (n, 32, 32)
     # the image score is the mean of the map
     assert np.allclose(s["inter"], maps["inter"].mean(axis=(1, 2)), rtol=1e-5)
+    with pytest.raises(ValueError, match="empty"):
+        fitted.score_samples(test[:0])
     # scoring in chunks gives the same as at once
     s2 = fitted.score_samples(test, batch_size=5)
     assert np.allclose(s2["inter"], s["inter"], rtol=1e-5)
