@@ -276,8 +276,9 @@ def train_ensemble(images: torch.Tensor, cfg: EnsembleConfig, *,
     t0 = last_save = time.perf_counter()
     what = f"module {cfg.module} ({cfg.backbone}, {cfg.k} members)"
     # one step of the bar is one member's epoch, so members and epochs both show
-    bar = tqdm(desc=what, unit="member-epoch", disable=not progress, initial=start * cfg.k,
-               total=cfg.epochs * cfg.k)
+    # without an explicit disable, tqdm's TQDM_DISABLE environment variable still applies
+    bar = tqdm(desc=what, unit="member-epoch", initial=start * cfg.k, total=cfg.epochs * cfg.k,
+               **({} if progress else {"disable": True}))
     for epoch in range(start, cfg.epochs):
         orders = torch.from_numpy(np.stack(
             [epoch_order(n, cfg.seed, cfg.module, k, epoch=epoch) for k in range(cfg.k)]

@@ -103,3 +103,21 @@ def test_batch_starts_drop_a_last_single_image():
     assert batch_starts(129, 64) == [0, 64]
     assert batch_starts(130, 64) == [0, 64, 128]
     assert batch_starts(64, 64) == [0]
+
+
+def test_progress_bar_honours_tqdm_disable():
+    """tqdm reads TQDM_DISABLE when it is imported, so each case runs in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch; from ddadlib.ensemble import EnsembleConfig, train_ensemble; "
+            "train_ensemble(torch.rand(20, 1, 32, 32) * 2 - 1, "
+            "EnsembleConfig(k=2, epochs=1, batch_size=16, size=32))")
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, check=True)
+    assert "module B (ae, 2 members)" in shown.stderr
+    hidden = subprocess.run([sys.executable, "-c", code], env=dict(env, TQDM_DISABLE="1"),
+                            capture_output=True, text=True, check=True)
+    assert "module B" not in hidden.stderr
