@@ -150,3 +150,16 @@ def test_interrupted_run_resumes_from_its_checkpoints(tiny_synthetic, tmp_path, 
     log = json.loads((tmp_path / "r" / "train_log.json").read_text())
     assert log["modules"]["B"]["resumed_from_epoch"] == 2  # B was not trained again
     assert log["modules"]["A"]["resumed_from_epoch"] == 0
+
+
+def test_evaluate_on_another_dataset_writes_beside_the_run(tiny_runs, tmp_path):
+    from ddadlib.prepare import prepare_synthetic
+
+    parent, _ = tiny_runs
+    other = prepare_synthetic(tmp_path / "other32", size=32, n_normal=10, n_test=8,
+                              n_unlabeled=4, seed=9, log=lambda s: None)
+    metrics = evaluate_run(parent / "ar1.0", other, n_boot=20, figures=False, **quiet)
+    out = parent / "ar1.0" / "eval-other32"
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert len(pd.read_csv(out / "scores.csv")) == 16
+    assert json.loads((out / "evaluation.json").read_text())["test"] == [8, 8]
