@@ -168,18 +168,40 @@ class DDAD:
         for s in range(0, len(x_all), batch_size):
             yield self._maps_of(to_tensor(x_all[s:s + batch_size], self.device_))
 
+    def _collect(self, images, batch_size: int, want_maps: bool, want_scores: bool
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """One pass of the networks over ``images``, gathering maps and/or image scores."""
+        map_parts: dict[str, list[np.ndarray]] = {}
+        score_parts: dict[str, list[np.ndarray]] = {}
+        for maps in self._batches(images, batch_size):
+            if want_maps:
+                for name, v in maps.items():
+                    if not name.startswith("_"):
+                        map_parts.setdefault(name, []).append(v.squeeze(-3).cpu().numpy())
+            if want_scores:
+                if self.backbone == "fanogan":
+                    got = {"rec_members": maps["_score"]}
+                else:
+                    got = {n: image_scores(maps[n]) for n in ("rec", "rec_ensemble", "intra",
+                                                              "inter")}
+                    got["rec_members"] = got.pop("rec")
+                for name, v in got.items():
+                    score_parts.setdefault(name, []).append(v.cpu().numpy().astype(np.float64))
+        maps_out = {n: np.concatenate(v, axis=1 if n == "rec" else 0)
+                    for n, v in map_parts.items()}
+        scores_out: dict[str, np.ndarray] = {}
+        if want_scores:
+            members = np.concatenate(score_parts.pop("rec_members"), axis=1)
+            scores_out = {"rec": members[0], "rec_members": members,
+                          **{n: np.concatenate(v) for n, v in score_parts.items()}}
+        return maps_out, scores_out
+
     def score_maps(self, images: np.ndarray | torch.Tensor, batch_size: int = 256
                    ) -> dict[str, np.ndarray]:
         """Pixel maps of every score, as float32 arrays ``(N, S, S)`` (``rec``: ``(K, N, S,
         S)``, one map per network of module B), plus the reconstructions ``mu_A`` and
         ``mu_B`` (in [-1, 1]) and, for AE-U, ``sigma2``."""
-        parts: dict[str, list[np.ndarray]] = {}
-        for maps in self._batches(images, batch_size):
-            for name, v in maps.items():
-                if not name.startswith("_"):
-                    parts.setdefault(name, []).append(v.squeeze(-3).cpu().numpy())
-        axis = {"rec": 1}
-        return {n: np.concatenate(v, axis=axis.get(n, 0)) for n, v in parts.items()}
+        return self._collect(images, batch_size, want_maps=True, want_scores=False)[0]
 
     def score_samples(self, images: np.ndarray | torch.Tensor, batch_size: int = 256
                       ) -> dict[str, np.ndarray]:
@@ -190,20 +212,12 @@ class DDAD:
         ``intra`` and ``inter``. f-AnoGAN gives ``rec`` only (pixel plus critic-feature
         residual).
         """
-        parts: dict[str, list[np.ndarray]] = {}
-        for maps in self._batches(images, batch_size):
-            if self.backbone == "fanogan":
-                got = {"rec_members": maps["_score"]}
-            else:
-                got = {n: image_scores(maps[n]) for n in ("rec", "rec_ensemble", "intra",
-                                                          "inter")}
-                got["rec_members"] = got.pop("rec")
-            for name, v in got.items():
-                parts.setdefault(name, []).append(v.cpu().numpy().astype(np.float64))
-        out = {"rec_members": np.concatenate(parts.pop("rec_members"), axis=1)}
-        out = {"rec": out["rec_members"][0], **out,
-               **{n: np.concatenate(v) for n, v in parts.items()}}
-        return out
+        return self._collect(images, batch_size, want_maps=False, want_scores=True)[1]
+
+    def score_all(self, images: np.ndarray | torch.Tensor, batch_size: int = 256
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """:meth:`score_maps` and :meth:`score_samples` from one pass over ``images``."""
+        return self._collect(images, batch_size, want_maps=True, want_scores=True)
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -68,13 +68,7 @@ def plot_sample_grid(
     ``ceil(n_per_class / 8)`` rows of at most 8 columns. The figure has one axes per slot
     (``2 * rows_per_class * columns``); slots without an image are left blank.
     """
-    imgs = np.asarray(images)
-    if imgs.ndim == 4 and imgs.shape[1] == 1:
-        imgs = imgs[:, 0]
-    if imgs.ndim != 3:
-        raise ValueError(
-            f"images must have shape (n, h, w) or (n, 1, h, w), got {np.shape(images)}"
-        )
+    imgs = _image_stack(images, "images")
     n = imgs.shape[0]
     labs = np.asarray(labels).reshape(-1)
     if labs.shape[0] != n:

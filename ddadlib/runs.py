@@ -227,8 +227,7 @@ def evaluate_run(run: str | Path, data: str | Path | None = None, *, out: str | 
     model = DDAD.load(run / "model.pt", device=device)
     x, labels = ds.images[idx], ds.labels[idx]
     t0 = time.perf_counter()
-    maps = model.score_maps(x)
-    scores = model.score_samples(x)
+    maps, scores = model.score_all(x)
     masks = ds.masks[idx] if ds.masks is not None else None
     table = {n: (scores["rec_members"] if n == "rec" else scores[n])
              for n in ("rec", "rec_ensemble", "intra", "inter") if n in scores}
