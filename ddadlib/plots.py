@@ -21,6 +21,8 @@ from matplotlib.ticker import MaxNLocator
 __all__ = [
     "KIND_COLORS",
     "pick_map_examples",
+    "draw_ar_curve",
+    "plot_ar_curve",
     "plot_sample_grid",
     "plot_score_histograms",
     "plot_score_maps",
@@ -268,12 +270,14 @@ def plot_score_histograms(
     metrics: dict[str, dict] | None = None,
     bins: int = 40,
     title: str | None = None,
+    ncols: int | None = None,
 ) -> Figure:
     """Histograms of image scores, normal against abnormal, one panel per score (paper Fig. 3).
 
     ``scores``: name -> ``(N,)`` image scores, or ``(K, N)`` per member (``rec``: each network of
     module B alone), of which the first row is drawn and the panel says "network 1 of K". Panels
-    follow the dict's order; up to 4 make one row, more wrap onto rows of 3 (4 above 6).
+    follow the dict's order; up to 4 make one row, more wrap onto rows of 3 (4 above 6), or of
+    ``ncols``.
     ``labels``: ``(N,)``, 0 normal, 1 abnormal. ``metrics`` (optional): name -> the dict of
     :func:`ddadlib.metrics.score_metrics`; its ``"auc"`` (and ``"auc_std"`` over members) goes
     into the panel's title.
@@ -305,7 +309,10 @@ def plot_score_histograms(
         rows[name] = (_minmax(arr), members)
 
     n_panels = len(rows)
-    ncols = n_panels if n_panels <= 4 else (3 if n_panels <= 6 else 4)
+    if ncols is None:
+        ncols = n_panels if n_panels <= 4 else (3 if n_panels <= 6 else 4)
+    elif isinstance(ncols, bool) or not isinstance(ncols, (int, np.integer)) or ncols < 1:
+        raise ValueError(f"ncols must be an integer >= 1, got {ncols!r}")
     nrows = math.ceil(n_panels / ncols)
     fig = Figure(figsize=(0.3 + 3.1 * ncols, (0.75 if title else 0.45) + 2.75 * nrows),
                  layout="constrained")
@@ -544,3 +551,81 @@ def pick_map_examples(
         k = min(int(k), pool.size)
         picked.append(np.sort(rng.choice(pool, size=k, replace=False)) if k else pool[:0])
     return np.concatenate(picked).astype(np.int64)
+
+
+_SCORE_COLORS = {"inter": "#d55e00", "intra": "#009e73", "rec": "#0072b2",
+                 "rec_ensemble": "#56b4e9"}
+
+
+def draw_ar_curve(
+    ax: Any,
+    results: Any,
+    scores: Sequence[str] = ("inter", "intra", "rec"),
+    reference: dict[str, Sequence[float]] | None = None,
+    reference_ars: Sequence[float] | None = None,
+    reference_label: str = "paper, RSNA",
+    marked_ar: float | None = None,
+) -> None:
+    """Draw the AUC-against-AR curves of :func:`plot_ar_curve` into the axes ``ax``."""
+    import pandas as pd
+
+    frame = pd.DataFrame(results)
+    frame = frame[frame["score"].isin(list(scores)) & frame["ar"].notna()]
+    if frame.empty:
+        raise ValueError("no results with an AR for the scores asked for")
+    if frame["backbone"].nunique() > 1:
+        raise ValueError(f"results hold several backbones {sorted(frame['backbone'].unique())}; "
+                         "give one")
+    for name in scores:
+        part = frame[frame["score"] == name]
+        if part.empty:
+            continue
+        stats = part.groupby("ar")["auc"].agg(["mean", "std", "count"]).reset_index()
+        color = _SCORE_COLORS.get(name, "0.3")
+        n = int(stats["count"].min())
+        ax.plot(stats["ar"], stats["mean"], "o-", color=color,
+                label=f"{_SCORE_TITLES.get(name, name)} (ours, {n} seed{'s' * (n > 1)})")
+        if n > 1:
+            ax.fill_between(stats["ar"], stats["mean"] - stats["std"],
+                            stats["mean"] + stats["std"], color=color, alpha=0.2, linewidth=0)
+        if marked_ar is not None:
+            at = stats[np.isclose(stats["ar"], marked_ar)]
+            ax.plot(at["ar"], at["mean"], "o", markersize=9, color=color,
+                    markeredgecolor="black")
+        if reference and name in reference and reference_ars is not None:
+            ax.plot(reference_ars, reference[name], "--", color=color, alpha=0.8,
+                    label=f"{_SCORE_TITLES.get(name, name)} ({reference_label})")
+    if marked_ar is not None:
+        ax.axvline(marked_ar, color="0.4", linewidth=1, linestyle=":")
+    ax.set_xlabel("anomaly rate (AR) of the unlabeled set Du")
+    ax.set_ylabel("AUC")
+    ax.set_xlim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def plot_ar_curve(
+    results: Any,
+    scores: Sequence[str] = ("inter", "intra", "rec"),
+    reference: dict[str, Sequence[float]] | None = None,
+    reference_ars: Sequence[float] | None = None,
+    reference_label: str = "paper, RSNA",
+    marked_ar: float | None = None,
+    title: str | None = None,
+) -> Figure:
+    """AUC against the anomaly rate of Du (the paper's AR ablation): mean over seeds with a
+    band of ± one standard deviation, one line per score.
+
+    ``results``: the table of :func:`ddadlib.experiments.load_results` (columns backbone, ar,
+    seed, score, auc), of one backbone. ``reference``: score -> AUCs at ``reference_ars``, drawn
+    dashed (the paper's numbers). ``marked_ar``: that AR is marked.
+    """
+    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    draw_ar_curve(ax, results, scores, reference, reference_ars, reference_label, marked_ar)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8,
+               frameon=False)
+    backbone = str(results["backbone"].iloc[0]).upper().replace("AEU", "AE-U")
+    ax.set_title(title or f"AR ablation ({backbone})", fontsize=11)
+    return fig

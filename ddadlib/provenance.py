@@ -43,3 +43,22 @@ def provenance() -> dict:
     """Library versions, platform and git commit, for ``dataset.json`` and run configs."""
     return {"versions": package_versions(), "platform": platform.platform(),
             "git_commit": git_commit()}
+
+
+def hardware() -> dict:
+    """The processor, its core count, torch's thread count and the GPU (if any) of this run."""
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": gpu}

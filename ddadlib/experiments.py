@@ -1,0 +1,179 @@
+"""Grids of runs: the paper's experiments as folders of cached, resumable runs.
+
+A *grid* is every combination of backbone, AR and seed on one prepared dataset. Each combination
+is one run folder (see :mod:`ddadlib.runs`) under one root, named for its settings, so that
+
+- a finished run is reused and an interrupted one resumes (nothing is trained twice),
+- runs that differ only in AR share module B (it does not depend on AR),
+- the notebooks and ``ddad reproduce`` read the same folders.
+
+:func:`load_results` turns evaluated runs into one tidy table (a row per run and score), and
+:func:`summarise` into mean and standard deviation over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ddadlib.dataset import PreparedDataset
+from ddadlib.errors import ConfigError, DataError
+from ddadlib.runs import (
+    PAPER_UNLABELED,
+    evaluate_run,
+    is_finished,
+    read_config,
+    run_config,
+    train_run,
+)
+from ddadlib.splits import max_unlabeled
+
+Log = Callable[[str], None]
+
+#: The scores of a DDAD run, in the order tables show them.
+SCORE_NAMES = ("rec", "rec_ensemble", "intra", "inter")
+#: The paper's AR ablation.
+PAPER_ARS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def cache_dir() -> Path:
+    """Where notebooks keep prepared data and trained runs: ``$DDAD_CACHE``, else
+    ``~/.cache/ddadlib``."""
+    env = os.environ.get("DDAD_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ddadlib"
+
+
+def common_unlabeled(data: str | Path, ars: Iterable[float]) -> int:
+    """The largest M (at most the paper's 4,000) that the pools meet at every AR in ``ars``, so
+    that an ablation changes only the AR, not the size of Du."""
+    split = PreparedDataset.load(data, mmap=True).split
+    ars = list(ars)
+    if not ars:
+        raise ConfigError("no AR given")
+    m = min([PAPER_UNLABELED] + [max_unlabeled(split, ar) for ar in ars])
+    if m < 1:
+        raise DataError(f"{data}: the pools cannot supply unlabeled images at every AR in "
+                        f"{ars}; check `ddad info --data {data}`")
+    return m
+
+
+def run_name(backbone: str, ar: float | None, seed: int, epochs: int, k: int = 3,
+             n_unlabeled: int | None = None) -> str:
+    """The folder name of a run in a grid, e.g. ``ae-ar0.6-m500-e30-k3-s0``."""
+    if backbone == "fanogan":
+        return f"fanogan-e{epochs}-s{seed}"
+    return f"{backbone}-ar{ar:g}-m{n_unlabeled}-e{epochs}-k{k}-s{seed}"
+
+
+def ensure_run(root: str | Path, data: str | Path, *, backbone: str = "ae", ar: float = 0.6,
+               seed: int = 0, epochs: int = 250, k: int = 3, n_unlabeled: int | None = None,
+               batch_size: int = 64, lr: float = 5e-4, device: str | None = "auto",
+               precision: str | None = "auto", n_boot: int = 1000, figures: bool = False,
+               progress: bool = True, log: Log = print) -> Path:
+    """Train (or resume, or reuse) and evaluate one run in ``root``; return its folder.
+
+    Nothing is trained or scored again when the folder already holds it. The run's Du is
+    drawn with ``seed``; Dn and the test split are the dataset's own.
+    """
+    if n_unlabeled is None and backbone != "fanogan":
+        n_unlabeled = common_unlabeled(data, [ar])
+    run = Path(root) / run_name(backbone, ar, seed, epochs, k, n_unlabeled)
+    if not (run / "metrics.json").is_file():
+        if not is_finished(run):
+            cfg = run_config(data, backbone=backbone, k=k, epochs=epochs, ar=ar,
+                             n_unlabeled=n_unlabeled, seed=seed, batch_size=batch_size, lr=lr,
+                             device=device, precision=precision, log=log)
+            train_run(run, cfg, progress=progress, log=log)
+        evaluate_run(run, n_boot=n_boot, figures=figures, device=device, log=log)
+    return run
+
+
+def run_grid(root: str | Path, data: str | Path, *, backbones: Sequence[str] = ("ae",),
+             ars: Sequence[float] = (0.6,), seeds: Sequence[int] = (0,), epochs: int = 250,
+             k: int = 3, n_unlabeled: int | None = None, fanogan_epochs: int | None = None,
+             log: Log = print, **kwargs: Any) -> list[Path]:
+    """Ensure every (backbone, AR, seed) run of a grid; return the run folders.
+
+    M is the same for every AR (:func:`common_unlabeled` unless given). Runs are trained seed by
+    seed, each backbone's ARs in a row, so module B is trained once per backbone and seed and
+    reused for the other ARs. f-AnoGAN has no AR (one run per seed, ``fanogan_epochs``).
+    Further keywords go to :func:`ensure_run`.
+    """
+    if not backbones or not seeds:
+        raise ConfigError("a grid needs at least one backbone and one seed")
+    if n_unlabeled is None and any(b != "fanogan" for b in backbones):
+        n_unlabeled = common_unlabeled(data, ars)
+    specs = []
+    for seed in seeds:
+        for backbone in backbones:
+            if backbone == "fanogan":
+                specs.append(dict(backbone=backbone, ar=None, seed=seed,
+                                  epochs=fanogan_epochs or epochs))
+            else:
+                specs += [dict(backbone=backbone, ar=ar, seed=seed, epochs=epochs) for ar in ars]
+    runs = []
+    for i, spec in enumerate(specs, 1):
+        log(f"[{i}/{len(specs)}] {run_name(**spec, k=k, n_unlabeled=n_unlabeled)}")
+        runs.append(ensure_run(root, data, k=k, n_unlabeled=n_unlabeled, log=log, **spec,
+                               **kwargs))
+    return runs
+
+
+def load_scores(run: str | Path) -> pd.DataFrame:
+    """A run's test scores (``scores.csv``: id, label, rec, rec_ensemble, intra, inter,
+    rec_m1..)."""
+    path = Path(run) / "scores.csv"
+    if not path.is_file():
+        raise DataError(f"{run}: no scores.csv; evaluate the run first (`ddad evaluate --run "
+                        f"{run}`)")
+    return pd.read_csv(path)
+
+
+def load_results(runs: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per evaluated run and score: backbone, ar, seed, epochs, k, n_unlabeled, score,
+    auc, ap, auc_low, auc_high, sens_at_95_spec, seconds (training) and run."""
+    rows = []
+    for run in runs:
+        run = Path(run)
+        cfg = read_config(run)
+        path = run / "metrics.json"
+        if not path.is_file():
+            raise DataError(f"{run}: no metrics.json; evaluate the run first (`ddad evaluate "
+                            f"--run {run}`)")
+        metrics = json.loads(path.read_text())
+        log = run / "train_log.json"
+        seconds = json.loads(log.read_text()).get("seconds") if log.is_file() else None
+        for score, m in metrics.items():
+            ci = m.get("auc_ci") or [float("nan"), float("nan")]
+            rows.append({"backbone": cfg["backbone"], "ar": cfg["ar"], "seed": cfg["seed"],
+                         "epochs": cfg["epochs"], "k": cfg["k"],
+                         "n_unlabeled": cfg["n_unlabeled"], "score": score, "auc": m["auc"],
+                         "ap": m["ap"], "auc_low": ci[0], "auc_high": ci[1],
+                         "sens_at_95_spec": m["sens_at_95_spec"], "seconds": seconds,
+                         "run": str(run)})
+    columns = ["backbone", "ar", "seed", "epochs", "k", "n_unlabeled", "score", "auc", "ap",
+               "auc_low", "auc_high", "sens_at_95_spec", "seconds", "run"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summarise(results: pd.DataFrame, by: Sequence[str] = ("backbone", "ar", "score"),
+              value: str = "auc") -> pd.DataFrame:
+    """Mean, standard deviation (ddof 1) and count over seeds of ``value`` per group."""
+    if results.empty:
+        raise DataError("no results to summarise")
+    frame = results.assign(ar=results["ar"].fillna(-1.0))  # f-AnoGAN has no AR
+    out = (frame.groupby(list(by), sort=True)[value].agg(["mean", "std", "count"])
+           .reset_index())
+    if "ar" in by:
+        out["ar"] = out["ar"].where(out["ar"] >= 0)
+    return out
+
+
+def format_mean_sd(mean: float, sd: float, n: int) -> str:
+    """``0.812 ± 0.014`` (``0.812`` for one seed)."""
+    return f"{mean:.3f}" if n < 2 or sd != sd else f"{mean:.3f} ± {sd:.3f}"

@@ -1,0 +1,297 @@
+"""``ddad reproduce``: the paper's Tables 1 and 2, its AR ablation and its histograms (Fig. 3)
+on a prepared dataset, over several seeds, beside the paper's numbers.
+
+Every configuration is one cached run (:mod:`ddadlib.experiments`), so a reproduction that is
+stopped resumes where it stopped, and a finished one is only re-tabulated. A seed sets the
+networks' initialisation, the data order and the draw of Du; Dn and the test set are the
+dataset's own and the same for every run. Nothing is selected on the test set: every run that
+the protocol names is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ddadlib.dataset import PreparedDataset, atomic_write_bytes, atomic_write_json
+from ddadlib.errors import ConfigError, DataError
+from ddadlib.experiments import (
+    PAPER_ARS,
+    common_unlabeled,
+    ensure_run,
+    format_mean_sd,
+    load_results,
+    load_scores,
+    run_name,
+    summarise,
+)
+from ddadlib.provenance import hardware, provenance
+from ddadlib.runs import dataset_fingerprint
+
+Log = Callable[[str], None]
+
+EXPERIMENTS = ("table1", "table2", "ablation", "histograms")
+TABLE1_BACKBONES = ("ae", "memae", "aeu")
+BACKBONE_TITLES = {"ae": "AE", "memae": "MemAE", "aeu": "AE-U", "fanogan": "f-AnoGAN"}
+TABLE_AR = 0.6
+
+#: The paper's AUCs (METHOD.md): Table 1 (rec single, rec ensemble, intra, inter) at AR 0.6 on
+#: RSNA / VinBigData / CXAD; f-AnoGAN's rec from Table 2; the AR ablation on RSNA with the AE.
+PAPER = {
+    "datasets": ("RSNA", "VinBigData", "CXAD"),
+    "table": {
+        "ae": {"rec": (0.669, 0.559, 0.556), "rec_ensemble": (0.669, 0.555, 0.550),
+               "intra": (0.694, 0.601, 0.589), "inter": (0.815, 0.710, 0.621)},
+        "memae": {"rec": (0.680, 0.558, 0.560), "rec_ensemble": (0.670, 0.553, 0.552),
+                  "intra": (0.729, 0.595, 0.594), "inter": (0.788, 0.690, 0.599)},
+        "aeu": {"rec": (0.867, 0.738, 0.664), "rec_ensemble": (0.866, 0.731, 0.659),
+                "intra": (0.873, 0.743, 0.692), "inter": (0.910, 0.859, 0.714)},
+        "fanogan": {"rec": (0.798, 0.763, 0.619)},
+    },
+    "ablation_ars": PAPER_ARS,
+    "ablation": {"inter": (0.703, 0.782, 0.802, 0.815, 0.824, 0.822),
+                 "intra": (0.694,) * 6, "rec": (0.669,) * 6},
+}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How long and how often: epochs of the autoencoders and of f-AnoGAN (critic passes; its
+    encoder gets as many), ensemble size and seeds."""
+
+    name: str
+    epochs: int
+    fanogan_epochs: int
+    k: int = 3
+    seeds: tuple[int, ...] = (0, 1, 2)
+    batch_size: int = 64
+
+    def describe(self) -> str:
+        return (f"{self.name}: {self.epochs} epochs (f-AnoGAN {self.fanogan_epochs}), K = "
+                f"{self.k}, batch {self.batch_size}, seeds {', '.join(map(str, self.seeds))}")
+
+
+PROTOCOLS = {
+    "paper": Protocol("paper", epochs=250, fanogan_epochs=250),
+    "cpu": Protocol("cpu", epochs=20, fanogan_epochs=100),
+    "quick": Protocol("quick", epochs=2, fanogan_epochs=2),
+}
+
+
+def plan(protocol: Protocol, experiments: Sequence[str] = EXPERIMENTS) -> list[dict]:
+    """The runs a reproduction needs, most informative first: Table 1 for every seed, then
+    f-AnoGAN, then the other ARs of the ablation (which reuse module B of Table 1's AE runs)."""
+    unknown = set(experiments) - set(EXPERIMENTS)
+    if unknown:
+        raise ConfigError(f"unknown experiment(s) {sorted(unknown)}; choose from {EXPERIMENTS}")
+    want = set(experiments)
+    specs: list[dict] = []
+    if want & {"table1", "table2", "histograms"}:
+        specs += [dict(backbone=b, ar=TABLE_AR, seed=s) for s in protocol.seeds
+                  for b in TABLE1_BACKBONES]
+    if want & {"table2", "histograms"}:
+        specs += [dict(backbone="fanogan", ar=None, seed=s) for s in protocol.seeds]
+    if "ablation" in want:
+        specs += [dict(backbone="ae", ar=ar, seed=s) for s in protocol.seeds for ar in PAPER_ARS
+                  if dict(backbone="ae", ar=ar, seed=s) not in specs]
+    return specs
+
+
+def _guard(out: Path, record: dict) -> None:
+    path = out / "reproduce.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        new = json.loads(json.dumps(record))
+
+        def flat(r: dict) -> dict:
+            out = {k: r.get(k) for k in ("data_fingerprint", "n_unlabeled")}
+            out.update({f"protocol.{k}": v for k, v in (r.get("protocol") or {}).items()
+                        if k != "name"})
+            return out
+
+        a, b = flat(old), flat(new)
+        diff = [f"{k}: {a.get(k)} -> {b[k]}" for k in b if a.get(k) != b[k]]
+        if diff:
+            raise DataError(f"{out}: holds a reproduction with other settings "
+                            f"({'; '.join(diff)}); choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise DataError(f"{out}: folder exists and is not a ddad reproduction; choose a new --out")
+
+
+def reproduce(data: str | Path, out: str | Path, protocol: str | Protocol = "cpu", *,
+              experiments: Sequence[str] = EXPERIMENTS, seeds: Sequence[int] | None = None,
+              epochs: int | None = None, fanogan_epochs: int | None = None,
+              device: str | None = "auto", precision: str | None = "auto", n_boot: int = 1000,
+              progress: bool = True, command: str | None = None, log: Log = print) -> dict:
+    """Run (or resume) the paper's experiments on ``data`` into ``out`` and write
+    ``results.csv``, ``results.md``, ``reproduce.json`` and the figures. Returns the record."""
+    proto = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
+    if isinstance(protocol, str) and protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
+    changes: dict[str, Any] = {}
+    if seeds is not None:
+        changes["seeds"] = tuple(int(s) for s in seeds)
+    if epochs is not None:
+        changes["epochs"] = int(epochs)
+    if fanogan_epochs is not None:
+        changes["fanogan_epochs"] = int(fanogan_epochs)
+    if changes:
+        proto = replace(proto, name=f"{proto.name} (changed: "
+                        f"{', '.join(f'{k}={v}' for k, v in changes.items())})", **changes)
+    if len(proto.seeds) < 1:
+        raise ConfigError("give at least one seed")
+    out = Path(out)
+    ds = PreparedDataset.load(data, mmap=True)
+    # One M for every AR, so that Table 1's runs are the ablation's AR-0.6 runs.
+    try:
+        m = common_unlabeled(data, PAPER_ARS)
+    except DataError:
+        if "ablation" in experiments:
+            raise
+        m = common_unlabeled(data, [TABLE_AR])
+    record: dict[str, Any] = {
+        "data": str(Path(data).resolve()), "data_fingerprint": dataset_fingerprint(ds),
+        "protocol": asdict(proto), "n_unlabeled": m, "experiments": list(experiments)}
+    _guard(out, record)
+    out.mkdir(parents=True, exist_ok=True)
+    specs = plan(proto, experiments)
+    log(f"reproducing {', '.join(experiments)} on {data}: protocol {proto.describe()}; "
+        f"M = {m} unlabeled images at every AR; {len(specs)} runs (finished ones are reused)")
+    t0 = time.perf_counter()
+    runs = []
+    for i, spec in enumerate(specs, 1):
+        fan = spec["backbone"] == "fanogan"
+        ep = proto.fanogan_epochs if fan else proto.epochs
+        log(f"\n[{i}/{len(specs)}] {run_name(spec['backbone'], spec['ar'], spec['seed'], ep, proto.k, m)}")
+        runs.append(ensure_run(out / "runs", data, backbone=spec["backbone"],
+                               ar=spec["ar"] if not fan else 0.0, seed=spec["seed"], epochs=ep,
+                               k=proto.k, n_unlabeled=None if fan else m,
+                               batch_size=proto.batch_size, device=device, precision=precision,
+                               n_boot=n_boot, progress=progress, log=log))
+    results = load_results(runs)
+    atomic_write_bytes(out / "results.csv", results.to_csv(index=False).encode())
+    record.update(
+        command=command, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        wall_seconds_this_call=round(time.perf_counter() - t0, 1),
+        train_seconds_all_runs=round(float(results.drop_duplicates("run")["seconds"]
+                                           .fillna(0).sum()), 1),
+        hardware=hardware(), provenance=provenance(), runs=[str(r) for r in runs])
+    if "histograms" in experiments:
+        _histograms(results, out / "histograms.png")
+    if "ablation" in experiments:
+        _ablation_figure(results, out / "ablation.png")
+    atomic_write_bytes(out / "results.md", report(results, record).encode())
+    atomic_write_json(out / "reproduce.json", record)
+    log(f"\n{report(results, record, brief=True)}\nwrote {out / 'results.md'}, "
+        f"{out / 'results.csv'} and the figures")
+    return record
+
+
+def _histograms(results: pd.DataFrame, path: Path) -> None:
+    from ddadlib.plots import plot_score_histograms, save_figure
+
+    seed = int(results["seed"].min())
+    chosen = results[(results["seed"] == seed)
+                     & (results["ar"].isna() | (results["ar"] == TABLE_AR))]
+    scores, metrics, labels = {}, {}, None
+    for backbone in TABLE1_BACKBONES + ("fanogan",):
+        part = chosen[chosen["backbone"] == backbone]
+        if part.empty:
+            continue
+        frame = load_scores(part["run"].iloc[0])
+        run_metrics = json.loads((Path(part["run"].iloc[0]) / "metrics.json").read_text())
+        labels = frame["label"].to_numpy()
+        names = ("rec",) if backbone == "fanogan" else ("rec", "intra", "inter")
+        for name in names:
+            key = f"{BACKBONE_TITLES[backbone]}: {name}"
+            members = [c for c in frame.columns if c.startswith("rec_m")]
+            if name == "rec" and len(members) > 1:
+                scores[key] = frame[members].to_numpy().T
+            else:
+                scores[key] = frame[name].to_numpy()
+            metrics[key] = run_metrics[name]
+    fig = plot_score_histograms(scores, labels, metrics, ncols=3,
+                                title=f"Score histograms, AR {TABLE_AR}, seed {seed} (test set)")
+    save_figure(fig, path)
+
+
+def _ablation_figure(results: pd.DataFrame, path: Path) -> None:
+    from ddadlib.plots import plot_ar_curve, save_figure
+
+    ae = results[(results["backbone"] == "ae") & results["ar"].notna()]
+    fig = plot_ar_curve(ae, scores=("inter", "intra", "rec"), reference=PAPER["ablation"],
+                        reference_ars=PAPER["ablation_ars"])
+    save_figure(fig, path)
+
+
+def _paper(backbone: str, score: str) -> str:
+    vals = PAPER["table"].get(backbone, {}).get(score)
+    return f"{vals[0]:.3f}" if vals else "-"
+
+
+def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
+    """The reproduction's tables in Markdown: ours (mean ± sd over seeds) beside the paper's
+    RSNA numbers."""
+    proto = record["protocol"]
+    summary = summarise(results)
+    at = summary[(summary["ar"] == TABLE_AR) | summary["ar"].isna()]
+
+    def cell(backbone: str, score: str, table: pd.DataFrame = at) -> str:
+        row = table[(table["backbone"] == backbone) & (table["score"] == score)]
+        if row.empty:
+            return "-"
+        r = row.iloc[0]
+        return format_mean_sd(r["mean"], r["std"], int(r["count"]))
+
+    n_seeds = len(proto["seeds"])
+    lines = [f"Protocol `{proto['name']}`: {proto['epochs']} epochs, f-AnoGAN "
+             f"{proto['fanogan_epochs']}, K = {proto['k']}, M = {record['n_unlabeled']}, seeds "
+             f"{', '.join(map(str, proto['seeds']))} (mean ± sd over {n_seeds}); paper: RSNA, "
+             "250 epochs, M = 4,000, one run.", ""]
+    backbones = [b for b in TABLE1_BACKBONES if b in set(results["backbone"])]
+    if backbones:
+        lines += [f"**Table 1** (AUC, AR {TABLE_AR}; ours / paper RSNA)", "",
+                  "| backbone | rec | rec (ensemble) | intra | inter |", "|---|---|---|---|---|"]
+        for b in backbones:
+            lines.append(f"| {BACKBONE_TITLES[b]} | " + " | ".join(
+                f"{cell(b, s)} / {_paper(b, s)}" for s in ("rec", "rec_ensemble", "intra",
+                                                           "inter")) + " |")
+        lines.append("")
+    if "fanogan" in set(results["backbone"]) and not brief:
+        lines += [f"**Table 2** (AUC, AR {TABLE_AR}; ours / paper RSNA)", "",
+                  "| method | score | AUC |", "|---|---|---|"]
+        for b in ("ae", "memae", "fanogan", "aeu"):
+            lines.append(f"| {BACKBONE_TITLES[b]} | rec | {cell(b, 'rec')} / {_paper(b, 'rec')} |")
+        for b in backbones:
+            lines.append(f"| DDAD ({BACKBONE_TITLES[b]}) | intra / inter | "
+                         f"{cell(b, 'intra')} / {_paper(b, 'intra')}; "
+                         f"{cell(b, 'inter')} / {_paper(b, 'inter')} |")
+        lines.append("")
+    ablation = summary[(summary["backbone"] == "ae") & summary["ar"].notna()]
+    if ablation["ar"].nunique() > 1:
+        lines += ["**AR ablation** (AE; AUC, ours / paper RSNA)", "",
+                  "| AR | inter | intra | rec |", "|---|---|---|---|"]
+        for i, ar in enumerate(sorted(ablation["ar"].unique())):
+            ref = {s: dict(zip(PAPER["ablation_ars"], v)).get(round(float(ar), 1))
+                   for s, v in PAPER["ablation"].items()}
+            row = [f"{cell('ae', s, ablation[ablation['ar'] == ar])} / "
+                   + (f"{ref[s]:.3f}" if ref.get(s) is not None else "-")
+                   for s in ("inter", "intra", "rec")]
+            lines.append(f"| {ar:g} | " + " | ".join(row) + " |")
+        lines.append("")
+    if not brief:
+        hw = record["hardware"]
+        lines += [f"Runs: {results['run'].nunique()}; training time of all runs "
+                  f"{record['train_seconds_all_runs'] / 3600:.2f} h on {hw['cpu']} "
+                  f"({hw['cpu_cores']} cores, {hw['torch_threads']} torch threads"
+                  + (f", GPU {hw['gpu']}" if hw.get("gpu") else ", no GPU") + ").",
+                  f"Command: `{record.get('command') or 'ddad reproduce'}`; ddadlib commit "
+                  f"{record['provenance'].get('git_commit')}."]
+    return "\n".join(lines) + "\n"

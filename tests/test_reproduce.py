@@ -1,0 +1,202 @@
+"""Grids of cached runs (experiments), the course settings and `ddad reproduce`."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ddadlib import course
+from ddadlib.cli import main
+from ddadlib.errors import ConfigError, DataError
+from ddadlib.experiments import (
+    common_unlabeled,
+    format_mean_sd,
+    load_results,
+    load_scores,
+    run_name,
+    summarise,
+)
+from ddadlib.reproduce import PAPER, PAPER_ARS, PROTOCOLS, plan, reproduce
+
+
+@pytest.fixture(scope="module")
+def reproduction(tmp_path_factory, tiny_synthetic):
+    out = tmp_path_factory.mktemp("repro") / "out"
+    logs: list[str] = []
+    record = reproduce(tiny_synthetic, out, "quick", seeds=(0, 1), epochs=1, fanogan_epochs=1,
+                       n_boot=20, progress=False, log=logs.append)
+    return out, record, logs
+
+
+def test_run_names_and_common_m(tiny_synthetic):
+    assert run_name("ae", 0.6, 2, 20, 3, 500) == "ae-ar0.6-m500-e20-k3-s2"
+    assert run_name("ae", 0.0, 0, 20, 3, 500) == "ae-ar0-m500-e20-k3-s0"
+    assert run_name("fanogan", None, 1, 100) == "fanogan-e100-s1"
+    # tiny_synthetic's pools hold 30 normal + 30 abnormal images: every AR meets M = 30
+    assert common_unlabeled(tiny_synthetic, PAPER_ARS) == 30
+    with pytest.raises(ConfigError, match="no AR"):
+        common_unlabeled(tiny_synthetic, [])
+
+
+def test_plan_puts_table1_first_and_shares_the_ar_06_runs():
+    specs = plan(PROTOCOLS["quick"])
+    assert [s["backbone"] for s in specs[:3]] == ["ae", "memae", "aeu"]
+    ae = [(s["ar"], s["seed"]) for s in specs if s["backbone"] == "ae"]
+    assert len(ae) == len(set(ae)) == 6 * 3          # AR 0.6 is not trained twice
+    assert sum(s["backbone"] == "fanogan" for s in specs) == 3
+    assert [s["backbone"] for s in plan(PROTOCOLS["quick"], ["ablation"])] == ["ae"] * 18
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        plan(PROTOCOLS["quick"], ["table9"])
+
+
+def test_reproduce_writes_every_run_and_the_report(reproduction):
+    out, record, logs = reproduction
+    results = pd.read_csv(out / "results.csv")
+    # Table 1: 3 backbones x 2 seeds; f-AnoGAN 2 seeds; ablation: 5 more ARs x 2 seeds
+    assert results["run"].nunique() == 6 + 2 + 10 == len(record["runs"])
+    assert set(results["backbone"]) == {"ae", "memae", "aeu", "fanogan"}
+    assert sorted(results.loc[results["backbone"] == "ae", "ar"].unique()) == list(PAPER_ARS)
+    assert set(results.loc[results["backbone"] == "fanogan", "score"]) == {"rec"}
+    for name in ("results.md", "reproduce.json", "histograms.png", "ablation.png"):
+        assert (out / name).is_file(), name
+    text = (out / "results.md").read_text()
+    assert "Table 1" in text and "Table 2" in text and "AR ablation" in text
+    assert f"{PAPER['table']['aeu']['inter'][0]:.3f}" in text       # the paper beside ours
+    saved = json.loads((out / "reproduce.json").read_text())
+    assert saved["protocol"]["seeds"] == [0, 1] and saved["n_unlabeled"] == 30
+    assert {"cpu", "cpu_cores", "torch_threads", "gpu"} <= set(saved["hardware"])
+    assert saved["provenance"]["git_commit"] is None or len(saved["provenance"]["git_commit"]) >= 7
+
+
+def test_ablation_shares_module_b_so_rec_and_intra_do_not_depend_on_ar(reproduction):
+    out, _, logs = reproduction
+    results = pd.read_csv(out / "results.csv")
+    ae = results[results["backbone"] == "ae"]
+    for seed in (0, 1):
+        for score in ("rec", "rec_ensemble", "intra"):
+            values = ae[(ae["seed"] == seed) & (ae["score"] == score)]["auc"]
+            assert len(values) == 6 and values.nunique() == 1, (seed, score)
+        inter = ae[(ae["seed"] == seed) & (ae["score"] == "inter")]["auc"]
+        assert inter.nunique() > 1            # module A does change with the AR
+    assert sum("reusing the one trained" in line for line in logs) == 2 * 5
+
+
+def test_seeds_draw_different_du(reproduction):
+    out, _, _ = reproduction
+    a = json.loads((out / "runs" / "ae-ar0.6-m30-e1-k3-s0" / "config.json").read_text())
+    b = json.loads((out / "runs" / "ae-ar0.6-m30-e1-k3-s1" / "config.json").read_text())
+    assert len(a["du_ids"]) == len(b["du_ids"]) == 30 and a["du_ids"] != b["du_ids"]
+
+
+def test_rerun_trains_nothing_and_gives_the_same_table(reproduction, tiny_synthetic):
+    out, _, _ = reproduction
+    before = pd.read_csv(out / "results.csv")
+    logs: list[str] = []
+    reproduce(tiny_synthetic, out, "quick", seeds=(0, 1), epochs=1, fanogan_epochs=1, n_boot=20,
+              progress=False, log=logs.append)
+    assert not any(line.startswith("training ") for line in logs)
+    pd.testing.assert_frame_equal(before.drop(columns="seconds"),
+                                  pd.read_csv(out / "results.csv").drop(columns="seconds"))
+
+
+def test_a_stopped_run_resumes_and_only_it_is_trained(reproduction, tiny_synthetic, tmp_path):
+    out, _, _ = reproduction
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    run = copy / "runs" / "aeu-ar0.6-m30-e1-k3-s1"
+    for name in ("model.pt", "metrics.json", "scores.csv"):   # as if stopped before the end
+        (run / name).unlink()
+    logs: list[str] = []
+    reproduce(tiny_synthetic, copy, "quick", seeds=(0, 1), epochs=1, fanogan_epochs=1,
+              n_boot=20, progress=False, log=logs.append)
+    trained = [line for line in logs if line.startswith("training ")]
+    assert len(trained) == 1 and "aeu" in trained[0]
+    assert any("resuming it" in line for line in logs)
+    assert (run / "metrics.json").is_file()
+
+
+def test_other_settings_into_the_same_folder_are_refused(reproduction, tiny_synthetic):
+    out, _, _ = reproduction
+    with pytest.raises(DataError, match=r"protocol.epochs: 1 -> 2"):
+        reproduce(tiny_synthetic, out, "quick", seeds=(0, 1), fanogan_epochs=1, n_boot=20,
+                  progress=False, log=lambda s: None)
+
+
+def test_results_table_and_summary(reproduction):
+    out, record, _ = reproduction
+    results = load_results(record["runs"])
+    assert list(results.columns[:7]) == ["backbone", "ar", "seed", "epochs", "k", "n_unlabeled",
+                                         "score"]
+    summary = summarise(results)
+    row = summary[(summary["backbone"] == "ae") & (summary["ar"] == 0.6)
+                  & (summary["score"] == "inter")].iloc[0]
+    aucs = results[(results["backbone"] == "ae") & (results["ar"] == 0.6)
+                   & (results["score"] == "inter")]["auc"]
+    assert row["count"] == 2 and row["mean"] == pytest.approx(aucs.mean())
+    assert row["std"] == pytest.approx(aucs.std(ddof=1))
+    fan = summary[summary["backbone"] == "fanogan"]
+    assert len(fan) == 1 and np.isnan(fan["ar"].iloc[0])
+    scores = load_scores(record["runs"][0])
+    assert {"id", "label", "rec", "inter", "rec_m1"} <= set(scores.columns)
+    assert format_mean_sd(0.81234, 0.0141, 3) == "0.812 ± 0.014"
+    assert format_mean_sd(0.81234, float("nan"), 1) == "0.812"
+
+
+def test_unevaluated_run_is_named(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"backbone": "ae"}))
+    with pytest.raises(DataError, match=r"no metrics.json.*ddad evaluate"):
+        load_results([run])
+    with pytest.raises(DataError, match=r"no scores.csv"):
+        load_scores(run)
+
+
+def test_cli_reproduce(tiny_synthetic, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["reproduce", "--data", str(tiny_synthetic), "--out", str(out), "--protocol",
+                 "quick", "--seeds", "3", "--epochs", "1", "--experiments", "table1",
+                 "--n-boot", "20", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "Table 1" in text and "ae-ar0.6-m30-e1-k3-s3" in text   # M as for the ablation
+    record = json.loads((out / "reproduce.json").read_text())
+    assert record["command"].startswith("ddad reproduce --data")
+    assert not (out / "ablation.png").exists()
+    assert main(["reproduce", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x"),
+                 "--protocol", "quick"]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_course_settings(monkeypatch, tmp_path):
+    monkeypatch.delenv("DDAD_DATA", raising=False)
+    monkeypatch.setenv("DDAD_MODE", "quick")
+    s = course.settings()
+    assert s.mode == "quick" and s.epochs == course.MODES["quick"].epochs
+    assert course.settings("full").epochs == 250
+    assert course.settings(epochs=3, ars=[0, 1], k=2).ars == (0.0, 1.0)
+    monkeypatch.setenv("DDAD_MODE", "fast")
+    with pytest.raises(ConfigError, match="DDAD_MODE='fast'"):
+        course.settings()
+    with pytest.raises(ConfigError, match="not a prepared dataset"):
+        course.settings("quick", data=tmp_path)
+
+
+def test_course_data_is_generated_once_and_runs_are_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("DDAD_CACHE", str(tmp_path / "cache"))
+    s = course.settings("quick", epochs=1, ars=[0.6])
+    s = type(s)(**{**s.__dict__, "n_normal": 40, "n_test": 10, "n_unlabeled": 20})
+    data = course.course_data(s, log=lambda m: None)
+    assert data.parent == tmp_path / "cache" / "data"
+    stamp = (data / "images.npy").stat().st_mtime_ns
+    assert course.course_data(s, log=lambda m: None) == data
+    assert (data / "images.npy").stat().st_mtime_ns == stamp
+    logs: list[str] = []
+    run = course.course_run(s, "ae", progress=False, log=logs.append)
+    assert (run / "metrics.json").is_file() and run.parent == course.runs_root(s)
+    logs.clear()
+    assert course.course_run(s, "ae", progress=False, log=logs.append) == run
+    assert logs == []                                      # loaded, nothing trained or scored
+    x, labels, ids, masks = course.test_set(s)
+    assert len(x) == len(labels) == len(ids) == 20 and masks is not None
