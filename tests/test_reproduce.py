@@ -200,3 +200,21 @@ def test_course_data_is_generated_once_and_runs_are_cached(monkeypatch, tmp_path
     assert logs == []                                      # loaded, nothing trained or scored
     x, labels, ids, masks = course.test_set(s)
     assert len(x) == len(labels) == len(ids) == 20 and masks is not None
+
+
+def test_a_stopped_reproduction_resumes(tiny_synthetic, tmp_path):
+    out = tmp_path / "o"
+
+    def stop_after_first_run(line: str) -> None:
+        if line.startswith("wrote") and "model.pt" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(tiny_synthetic, out, "quick", experiments=["table1"], seeds=(0,), epochs=1,
+                  n_boot=20, progress=False, log=stop_after_first_run)
+    assert json.loads((out / "reproduce.json").read_text())["finished"] is None
+    logs: list[str] = []
+    reproduce(tiny_synthetic, out, "quick", experiments=["table1"], seeds=(0,), epochs=1,
+              n_boot=20, progress=False, log=logs.append)
+    assert sum(line.startswith("training ") for line in logs) == 2       # memae and aeu only
+    assert json.loads((out / "reproduce.json").read_text())["finished"]
