@@ -231,13 +231,15 @@ class HistogramExplorer(_View):
     f-AnoGAN, which has no unlabeled set), ``seed``, ``score`` (the scores the run has:
     f-AnoGAN has ``rec`` only) and ``bins``. Scores are min-max normalised to [0, 1]; the AUC
     shown is the run's ``metrics.json`` (``rec``: the mean over module B's networks).
-    ``current`` holds the run, its settings, the score, the bins, ``auc`` and ``ap``.
+    ``current`` holds the run, its settings, the score, the bins, ``auc`` and ``ap``. It opens
+    on ``ar`` (default the paper's 0.6) where that AR was run.
     """
 
     def __init__(self, runs: str | Path | Iterable[str | Path], score: str = "inter",
-                 bins: int = 40) -> None:
+                 bins: int = 40, ar: float | None = 0.6) -> None:
         super().__init__()
         self.runs = _read_runs(runs)
+        self._first_ar = ar  # shown first when the first backbone was run at it
         backbones = _backbone_order(r.backbone for r in self.runs)
         self.backbone = widgets.Dropdown(
             options=[(BACKBONE_TITLES.get(b, b), b) for b in backbones], value=backbones[0],
@@ -257,7 +259,8 @@ class HistogramExplorer(_View):
     def _sync(self, changed: widgets.Widget | None, score: str | None = None) -> None:
         mine = [r for r in self.runs if r.backbone == self.backbone.value]
         ars = sorted({r.ar for r in mine}, key=lambda a: -1.0 if a is None else a)
-        _set_options(self.ar, [(_ar_label(a), _ar_key(a)) for a in ars])
+        _set_options(self.ar, [(_ar_label(a), _ar_key(a)) for a in ars],
+                     keep=_ar_key(self._first_ar) if changed is None else None)
         self.ar.disabled = len(ars) == 1 and ars[0] is None
         mine = [r for r in mine if _ar_key(r.ar) == self.ar.value]
         _set_options(self.seed, sorted({r.seed for r in mine}))

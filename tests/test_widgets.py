@@ -94,6 +94,9 @@ def test_explorer_options_follow_the_backbone(runs):
     assert view.current["score"] == "rec" and view.current["ar"] is None
     view.backbone.value = "ae"
     assert {v for _, v in view.score.options} == {"rec", "rec_ensemble", "intra", "inter"}
+    opened = HistogramExplorer([runs["ae-0.5-s1"], runs["ae-1.0-s1"]], ar=1.0)
+    assert opened.current["ar"] == 1.0            # opens on the AR asked for where it was run
+    assert HistogramExplorer([runs["ae-0.5-s1"], runs["ae-1.0-s1"]]).current["ar"] == 0.5
 
 
 def test_explorer_redraws_once_per_change(runs):
