@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -202,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
     rp.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                     help="auto (float32) or bf16")
+    rp.add_argument("--report-only", action="store_true",
+                    help="train nothing: tabulate the runs finished so far (e.g. while another "
+                         "process trains them)")
     rp.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -333,12 +337,19 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     reproduce(args.data, args.out, args.protocol, experiments=args.experiments or EXPERIMENTS,
               seeds=args.seeds, epochs=args.epochs, fanogan_epochs=args.fanogan_epochs,
               device=args.device, precision=args.precision, n_boot=args.n_boot,
-              progress=not args.quiet, command="ddad " + shlex.join(args.argv))
+              progress=not args.quiet, report_only=args.report_only,
+              command="ddad " + shlex.join(args.argv))
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ddad`` console script."""
     args = build_parser().parse_args(argv)
+    if argv is None:  # as a program: `kill` stops it as Ctrl-C does (runs resume, tables kept)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     handlers = {"prepare": _cmd_prepare, "info": _cmd_info, "samples": _cmd_samples,
                 "train": _cmd_train, "evaluate": _cmd_evaluate, "score": _cmd_score,

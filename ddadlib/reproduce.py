@@ -129,9 +129,14 @@ def reproduce(data: str | Path, out: str | Path, protocol: str | Protocol = "cpu
               experiments: Sequence[str] = EXPERIMENTS, seeds: Sequence[int] | None = None,
               epochs: int | None = None, fanogan_epochs: int | None = None,
               device: str | None = "auto", precision: str | None = "auto", n_boot: int = 1000,
-              progress: bool = True, command: str | None = None, log: Log = print) -> dict:
+              progress: bool = True, command: str | None = None, report_only: bool = False,
+              log: Log = print) -> dict:
     """Run (or resume) the paper's experiments on ``data`` into ``out`` and write
-    ``results.csv``, ``results.md``, ``reproduce.json`` and the figures. Returns the record."""
+    ``results.csv``, ``results.md``, ``reproduce.json`` and the figures. Returns the record.
+
+    When stopped (an exception, Ctrl-C), the runs finished so far are tabulated, marked as
+    partial. ``report_only`` trains nothing: it tabulates the finished runs (e.g. while another
+    process is still training them)."""
     proto = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     if isinstance(protocol, str) and protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
@@ -158,8 +163,11 @@ def reproduce(data: str | Path, out: str | Path, protocol: str | Protocol = "cpu
         m = common_unlabeled(data, [TABLE_AR])
     record: dict[str, Any] = {
         "data": str(Path(data).resolve()), "data_fingerprint": dataset_fingerprint(ds),
-        "protocol": asdict(proto), "n_unlabeled": m, "experiments": list(experiments)}
+        "protocol": asdict(proto), "n_unlabeled": m, "experiments": list(experiments),
+        "command": command}
     _guard(out, record)
+    if report_only and (out / "reproduce.json").is_file():  # keep the command that trains
+        record["command"] = json.loads((out / "reproduce.json").read_text()).get("command")
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "reproduce.json").is_file():  # so that a stopped reproduction can resume
         atomic_write_json(out / "reproduce.json", dict(record, finished=None))
@@ -167,33 +175,51 @@ def reproduce(data: str | Path, out: str | Path, protocol: str | Protocol = "cpu
     log(f"reproducing {', '.join(experiments)} on {data}: protocol {proto.describe()}; "
         f"M = {m} unlabeled images at every AR; {len(specs)} runs (finished ones are reused)")
     t0 = time.perf_counter()
-    runs = []
-    for i, spec in enumerate(specs, 1):
+    planned = []
+    for spec in specs:
         fan = spec["backbone"] == "fanogan"
         ep = proto.fanogan_epochs if fan else proto.epochs
-        log(f"\n[{i}/{len(specs)}] {run_name(spec['backbone'], spec['ar'], spec['seed'], ep, proto.k, m)}")
-        runs.append(ensure_run(out / "runs", data, backbone=spec["backbone"],
-                               ar=spec["ar"] if not fan else 0.0, seed=spec["seed"], epochs=ep,
-                               k=proto.k, n_unlabeled=None if fan else m,
-                               batch_size=proto.batch_size, device=device, precision=precision,
-                               n_boot=n_boot, progress=progress, log=log))
-    results = load_results(runs)
+        planned.append((out / "runs" / run_name(spec["backbone"], spec["ar"], spec["seed"], ep,
+                                                proto.k, m), dict(spec, epochs=ep)))
+    record["runs_planned"] = len(planned)
+    try:
+        for i, (run, spec) in enumerate([] if report_only else planned, 1):
+            fan = spec["backbone"] == "fanogan"
+            log(f"\n[{i}/{len(planned)}] {run.name}")
+            ensure_run(out / "runs", data, backbone=spec["backbone"],
+                       ar=0.0 if fan else spec["ar"], seed=spec["seed"], epochs=spec["epochs"],
+                       k=proto.k, n_unlabeled=None if fan else m, batch_size=proto.batch_size,
+                       device=device, precision=precision, n_boot=n_boot, progress=progress,
+                       log=log)
+    finally:  # also when stopped: tabulate what has finished, saying what is missing
+        record["wall_seconds_this_call"] = round(time.perf_counter() - t0, 1)
+        _tabulate(out, [run for run, _ in planned], record, experiments, log)
+    return record
+
+
+def _tabulate(out: Path, planned: list[Path], record: dict, experiments: Sequence[str],
+              log: Log) -> None:
+    done = [run for run in planned if (run / "metrics.json").is_file()]
+    record.update(runs_done=len(done), missing=[r.name for r in planned if r not in done],
+                  runs=[str(r) for r in done], hardware=hardware(), provenance=provenance(),
+                  finished=(datetime.now(timezone.utc).isoformat(timespec="seconds")
+                            if len(done) == len(planned) else None))
+    atomic_write_json(out / "reproduce.json", record)
+    if not done:
+        log(f"{out}: no run has finished yet; nothing to tabulate")
+        return
+    results = load_results(done)
+    record["train_seconds_all_runs"] = round(
+        float(results.drop_duplicates("run")["seconds"].fillna(0).sum()), 1)
     atomic_write_bytes(out / "results.csv", results.to_csv(index=False).encode())
-    record.update(
-        command=command, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        wall_seconds_this_call=round(time.perf_counter() - t0, 1),
-        train_seconds_all_runs=round(float(results.drop_duplicates("run")["seconds"]
-                                           .fillna(0).sum()), 1),
-        hardware=hardware(), provenance=provenance(), runs=[str(r) for r in runs])
     if "histograms" in experiments:
         _histograms(results, out / "histograms.png")
-    if "ablation" in experiments:
+    if "ablation" in experiments and results[results["backbone"] == "ae"]["ar"].nunique() > 1:
         _ablation_figure(results, out / "ablation.png")
     atomic_write_bytes(out / "results.md", report(results, record).encode())
     atomic_write_json(out / "reproduce.json", record)
     log(f"\n{report(results, record, brief=True)}\nwrote {out / 'results.md'}, "
         f"{out / 'results.csv'} and the figures")
-    return record
 
 
 def _histograms(results: pd.DataFrame, path: Path) -> None:
@@ -253,7 +279,12 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
         return format_mean_sd(r["mean"], r["std"], int(r["count"]))
 
     n_seeds = len(proto["seeds"])
-    lines = [f"Protocol `{proto['name']}`: {proto['epochs']} epochs, f-AnoGAN "
+    lines = []
+    if record.get("runs_done", 0) < record.get("runs_planned", 0):
+        lines += [f"**Partial: {record['runs_done']} of {record['runs_planned']} runs have "
+                  f"finished** (missing: {', '.join(record['missing'])}); means are over the "
+                  "seeds that finished.", ""]
+    lines += [f"Protocol `{proto['name']}`: {proto['epochs']} epochs, f-AnoGAN "
              f"{proto['fanogan_epochs']}, K = {proto['k']}, M = {record['n_unlabeled']}, seeds "
              f"{', '.join(map(str, proto['seeds']))} (mean ± sd over {n_seeds}); paper: RSNA, "
              "250 epochs, M = 4,000, one run.", ""]

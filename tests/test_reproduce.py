@@ -206,13 +206,20 @@ def test_a_stopped_reproduction_resumes(tiny_synthetic, tmp_path):
     out = tmp_path / "o"
 
     def stop_after_first_run(line: str) -> None:
-        if line.startswith("wrote") and "model.pt" in line:
+        if line.startswith("wrote") and "metrics.json" in line:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         reproduce(tiny_synthetic, out, "quick", experiments=["table1"], seeds=(0,), epochs=1,
                   n_boot=20, progress=False, log=stop_after_first_run)
-    assert json.loads((out / "reproduce.json").read_text())["finished"] is None
+    record = json.loads((out / "reproduce.json").read_text())
+    assert record["finished"] is None and record["runs_done"] == 1 and record["runs_planned"] == 3
+    text = (out / "results.md").read_text()        # what finished is tabulated, marked partial
+    assert "Partial: 1 of 3 runs" in text and "memae-ar0.6" in text and "| AE |" in text
+    logs: list[str] = []
+    reproduce(tiny_synthetic, out, "quick", experiments=["table1"], seeds=(0,), epochs=1,
+              n_boot=20, progress=False, report_only=True, log=logs.append)
+    assert not any(line.startswith("training ") for line in logs)
     logs: list[str] = []
     reproduce(tiny_synthetic, out, "quick", experiments=["table1"], seeds=(0,), epochs=1,
               n_boot=20, progress=False, log=logs.append)
