@@ -166,7 +166,10 @@ def reproduce(data: str | Path, out: str | Path, protocol: str | Protocol = "cpu
         "protocol": asdict(proto), "n_unlabeled": m, "experiments": list(experiments),
         "command": command}
     _guard(out, record)
-    if report_only and (out / "reproduce.json").is_file():  # keep the command that trains
+    if report_only:
+        if not (out / "reproduce.json").is_file():
+            raise DataError(f"{out}: holds no reproduction to report on")
+        # keep the command that trains
         record["command"] = json.loads((out / "reproduce.json").read_text()).get("command")
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "reproduce.json").is_file():  # so that a stopped reproduction can resume

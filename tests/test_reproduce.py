@@ -220,7 +220,11 @@ def test_a_stopped_reproduction_resumes(tiny_synthetic, tmp_path):
     reproduce(tiny_synthetic, out, "quick", experiments=["table1"], seeds=(0,), epochs=1,
               n_boot=20, progress=False, report_only=True, log=logs.append)
     assert not any(line.startswith("training ") for line in logs)
-    logs: list[str] = []
+    with pytest.raises(DataError, match="holds no reproduction"):
+        reproduce(tiny_synthetic, tmp_path / "new", "quick", report_only=True,
+                  log=lambda s: None)
+    assert not (tmp_path / "new").exists()
+    logs = []
     reproduce(tiny_synthetic, out, "quick", experiments=["table1"], seeds=(0,), epochs=1,
               n_boot=20, progress=False, log=logs.append)
     assert sum(line.startswith("training ") for line in logs) == 2       # memae and aeu only
