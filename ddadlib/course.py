@@ -119,9 +119,10 @@ def course_data(s: CourseSettings, log=print) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=out.parent))
     try:
+        log(f"generating the built-in synthetic set into {out} (once; later runs load it)")
         prepare_synthetic(tmp / "d", size=s.size, n_normal=s.n_normal, n_test=s.n_test,
                           n_unlabeled=s.n_unlabeled, kinds=s.kinds, severity=s.severity, seed=0,
-                          log=log)
+                          log=lambda line: log(line.replace(str(tmp / "d"), str(out))))
         if not is_prepared(out):  # another process may have finished first
             os.replace(tmp / "d", out)
     finally:

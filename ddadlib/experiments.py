@@ -134,6 +134,20 @@ def load_scores(run: str | Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def load_metrics(run: str | Path) -> dict[str, dict]:
+    """A run's ``metrics.json``: score -> auc, ap, auc_ci, sens_at_95_spec (and auc_std,
+    auc_members for rec); a :class:`DataError` naming the folder and the fix otherwise."""
+    path = Path(run) / "metrics.json"
+    if not path.is_file():
+        raise DataError(f"{run}: no metrics.json; evaluate the run first (`ddad evaluate --run "
+                        f"{run}`)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: damaged ({exc}); evaluate the run again (`ddad evaluate "
+                        f"--run {run} --overwrite`)") from None
+
+
 def load_results(runs: Iterable[str | Path]) -> pd.DataFrame:
     """One row per evaluated run and score: backbone, ar, seed, epochs, k, n_unlabeled, score,
     auc, ap, auc_low, auc_high, sens_at_95_spec, seconds (training) and run."""
@@ -141,11 +155,7 @@ def load_results(runs: Iterable[str | Path]) -> pd.DataFrame:
     for run in runs:
         run = Path(run)
         cfg = read_config(run)
-        path = run / "metrics.json"
-        if not path.is_file():
-            raise DataError(f"{run}: no metrics.json; evaluate the run first (`ddad evaluate "
-                            f"--run {run}`)")
-        metrics = json.loads(path.read_text())
+        metrics = load_metrics(run)
         log = run / "train_log.json"
         seconds = json.loads(log.read_text()).get("seconds") if log.is_file() else None
         for score, m in metrics.items():

@@ -403,7 +403,8 @@ def plot_score_maps(
 
     ``images``: (N, S, S) or (N, 1, S, S), uint8 (shown on 0..255) or float (shown on -1..1,
     the model's range, when inside it). ``maps``: name -> (N, S, S) or (N, 1, S, S), one column
-    each in the dict's order; a per-member map (K, N, 1, S, S) shows its first member. Maps
+    each in the dict's order; a per-member map (K, N, 1, S, S) or (K, N, S, S), such as the
+    ``rec`` of :meth:`ddadlib.estimator.DDAD.score_maps`, shows its first member. Maps
     whose name starts with ``mu`` (``mu_A``, ``mu_B``) or names a reconstruction are drawn in
     gray, on the input's range when both are float; the others (``intra``, ``inter``, ``rec``,
     ...) with the ``inferno`` colormap. ``labels`` (optional) adds "normal"/"abnormal" to the row
@@ -438,7 +439,9 @@ def plot_score_maps(
     for name, value in maps.items():
         arr = np.asarray(value)
         title = _MAP_TITLES.get(name, name)
-        if arr.ndim == 5:  # per member (K, N, 1, S, S): the first network
+        per_member = arr.ndim == 5 or (arr.ndim == 4 and arr.shape[1] == n
+                                        and (arr.shape[0] != n or n != 1))
+        if per_member:  # (K, N, 1, S, S) or (K, N, S, S): the first network
             title = f"{title}\n(network 1 of {arr.shape[0]})"
             arr = arr[0]
         arr = _image_stack(arr, f"map {name!r}")

@@ -22,7 +22,6 @@ also loads ``model.pt`` and the run's prepared dataset.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,7 +95,7 @@ class _Run:
 
 def _read_run(run: str | Path) -> _Run:
     """An evaluated run folder (a :class:`DataError` naming the folder and the fix otherwise)."""
-    from ddadlib.experiments import load_scores
+    from ddadlib.experiments import load_metrics, load_scores
     from ddadlib.runs import read_config
 
     path = Path(run)
@@ -104,14 +103,7 @@ def _read_run(run: str | Path) -> _Run:
         raise DataError(f"{run}: no such run folder")
     cfg = read_config(path)
     scores = load_scores(path)
-    if not (path / "metrics.json").is_file():
-        raise DataError(f"{path}: no metrics.json; evaluate the run first (`ddad evaluate "
-                        f"--run {path}`)")
-    try:
-        metrics = json.loads((path / "metrics.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path / 'metrics.json'}: damaged ({exc}); evaluate the run again "
-                        f"(`ddad evaluate --run {path} --overwrite`)") from None
+    metrics = load_metrics(path)
     if "label" not in scores.columns:
         raise DataError(f"{path / 'scores.csv'}: no label column")
     return _Run(path, cfg, scores, metrics)

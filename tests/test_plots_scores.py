@@ -305,3 +305,15 @@ def test_every_ddad_score_has_a_readable_panel_title():
     fig = plot_score_histograms({name: np.arange(N, dtype=float) for name in SCORES}, LABELS)
     titles = [ax.get_title() for ax in fig.axes]
     assert all(t.split("\n")[0] != name for t, name in zip(titles, SCORES))
+
+
+@pytest.mark.parametrize("n", [1, 3, 6])
+def test_maps_accept_score_maps_per_member_rec(n):
+    """``DDAD.score_maps(x)["rec"]`` is (K, N, S, S): the first network is drawn, also when N is
+    1 or equals K."""
+    imgs, maps, labels, _ = _maps_data()
+    rec = np.stack([np.full((n, S, S), float(k + 1)) for k in range(3)])     # (K=3, N, S, S)
+    fig = plot_score_maps(imgs[:n], {"rec": rec}, max_images=n)
+    axes = _image_axes(fig)
+    assert len(axes) == 2 * n and "network 1 of 3" in axes[1].get_title()
+    assert all(np.all(ax.images[0].get_array() == 1.0) for ax in axes[1::2])
