@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("ipywidgets")
 matplotlib.use("Agg")
 
 from matplotlib.figure import Figure  # noqa: E402
