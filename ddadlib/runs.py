@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -195,6 +196,8 @@ def train_run(run: str | Path, cfg: dict, *, progress: bool = True, vectorised: 
                  "module_b_from": str(source) if module_b is not None else None}
     atomic_write_json(run / "train_log.json", log_entry)
     model.save(run / "model.pt")
+    # Checkpoints (weights and Adam states) only serve to resume; a finished run is model.pt.
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)
     log(f"wrote {run / 'model.pt'} ({log_entry['seconds']:.0f} s)")
     return model
 
