@@ -150,24 +150,26 @@ def load_metrics(run: str | Path) -> dict[str, dict]:
 
 def load_results(runs: Iterable[str | Path]) -> pd.DataFrame:
     """One row per evaluated run and score: backbone, ar, seed, epochs, k, n_unlabeled, score,
-    auc, ap, auc_low, auc_high, sens_at_95_spec, seconds (training) and run."""
+    auc, ap, auc_low, auc_high, sens_at_95_spec, seconds and torch_threads (of training) and
+    run."""
     rows = []
     for run in runs:
         run = Path(run)
         cfg = read_config(run)
         metrics = load_metrics(run)
         log = run / "train_log.json"
-        seconds = json.loads(log.read_text()).get("seconds") if log.is_file() else None
+        info = json.loads(log.read_text()) if log.is_file() else {}
         for score, m in metrics.items():
             ci = m.get("auc_ci") or [float("nan"), float("nan")]
             rows.append({"backbone": cfg["backbone"], "ar": cfg["ar"], "seed": cfg["seed"],
                          "epochs": cfg["epochs"], "k": cfg["k"],
                          "n_unlabeled": cfg["n_unlabeled"], "score": score, "auc": m["auc"],
                          "ap": m["ap"], "auc_low": ci[0], "auc_high": ci[1],
-                         "sens_at_95_spec": m["sens_at_95_spec"], "seconds": seconds,
-                         "run": str(run)})
+                         "sens_at_95_spec": m["sens_at_95_spec"],
+                         "seconds": info.get("seconds"),
+                         "torch_threads": info.get("torch_threads"), "run": str(run)})
     columns = ["backbone", "ar", "seed", "epochs", "k", "n_unlabeled", "score", "auc", "ap",
-               "auc_low", "auc_high", "sens_at_95_spec", "seconds", "run"]
+               "auc_low", "auc_high", "sens_at_95_spec", "seconds", "torch_threads", "run"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -281,7 +281,6 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
         r = row.iloc[0]
         return format_mean_sd(r["mean"], r["std"], int(r["count"]))
 
-    n_seeds = len(proto["seeds"])
     lines = []
     if record.get("runs_done", 0) < record.get("runs_planned", 0):
         lines += [f"**Partial: {record['runs_done']} of {record['runs_planned']} runs have "
@@ -289,7 +288,8 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
                   "seeds that finished.", ""]
     lines += [f"Protocol `{proto['name']}`: {proto['epochs']} epochs, f-AnoGAN "
              f"{proto['fanogan_epochs']}, K = {proto['k']}, M = {record['n_unlabeled']}, seeds "
-             f"{', '.join(map(str, proto['seeds']))} (mean ± sd over {n_seeds}); paper: RSNA, "
+             f"{', '.join(map(str, proto['seeds']))} (mean ± sd over the seeds; a cell without ± has "
+             "one); paper: RSNA, "
              "250 epochs, M = 4,000, one run.", ""]
     backbones = [b for b in TABLE1_BACKBONES if b in set(results["backbone"])]
     if backbones:
@@ -324,10 +324,13 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
         lines.append("")
     if not brief:
         hw = record["hardware"]
-        lines += [f"Runs: {results['run'].nunique()}; training time of all runs "
+        runs = results.drop_duplicates("run")
+        threads = sorted({int(t) for t in runs["torch_threads"].dropna()})
+        lines += [f"Runs: {len(runs)}; training time of all runs "
                   f"{record['train_seconds_all_runs'] / 3600:.2f} h on {hw['cpu']} "
-                  f"({hw['cpu_cores']} cores, {hw['torch_threads']} torch threads"
-                  + (f", GPU {hw['gpu']}" if hw.get("gpu") else ", no GPU") + ").",
+                  f"({hw['cpu_cores']} cores; torch threads per run: "
+                  f"{', '.join(map(str, threads)) or '?'}"
+                  + (f"; GPU {hw['gpu']}" if hw.get("gpu") else "; no GPU") + ").",
                   f"Command: `{record.get('command') or 'ddad reproduce'}`; ddadlib commit "
                   f"{record['provenance'].get('git_commit')}."]
     return "\n".join(lines) + "\n"
