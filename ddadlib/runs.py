@@ -151,6 +151,7 @@ def train_run(run: str | Path, cfg: dict, *, progress: bool = True, vectorised: 
               log: Log = print) -> DDAD:
     """Train (or resume, or reuse) the run ``cfg`` in folder ``run``; return the model."""
     run = Path(run)
+    resumed = False
     if (run / "config.json").exists():
         old = read_config(run)
         diff = config_differences(old, cfg)
@@ -162,6 +163,7 @@ def train_run(run: str | Path, cfg: dict, *, progress: bool = True, vectorised: 
             return DDAD.load(run / "model.pt", device=cfg["device"])
         log(f"{run}: unfinished run with the same config found; resuming it")
         cfg = dict(cfg, created=old.get("created"))
+        resumed = True
     elif run.exists() and any(run.iterdir()):
         raise DataError(f"{run}: folder exists and is not a ddadlib run; choose a new --out")
     run.mkdir(parents=True, exist_ok=True)
@@ -193,7 +195,9 @@ def train_run(run: str | Path, cfg: dict, *, progress: bool = True, vectorised: 
     model.fit(normal, unlabeled, module_b=module_b, checkpoint_dir=run / "checkpoints")
     log_entry = {"seconds": round(time.perf_counter() - t0, 2),
                  "torch_threads": torch.get_num_threads(), "modules": model.history_,
-                 "module_b_from": str(source) if module_b is not None else None}
+                 "module_b_from": str(source) if module_b is not None else None,
+                 # after a resume, "seconds" counts the last session only
+                 "resumed": resumed}
     atomic_write_json(run / "train_log.json", log_entry)
     model.save(run / "model.pt")
     # Checkpoints (weights and Adam states) only serve to resume; a finished run is model.pt.

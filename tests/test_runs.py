@@ -147,6 +147,7 @@ def test_interrupted_run_resumes_from_its_checkpoints(tiny_synthetic, tmp_path, 
     lines = []
     train_run(tmp_path / "r", cfg, progress=False, log=lines.append)
     assert any("resuming" in line for line in lines)
+    assert json.loads((tmp_path / "r" / "train_log.json").read_text())["resumed"] is True
     # a finished run is its model.pt: the checkpoints (weights and Adam states) are removed
     assert (tmp_path / "r" / "model.pt").exists() and not (tmp_path / "r" / "checkpoints").exists()
     log = json.loads((tmp_path / "r" / "train_log.json").read_text())
