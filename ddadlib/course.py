@@ -5,7 +5,8 @@ Every notebook starts with one parameters cell; its ``MODE`` comes from the envi
 
 - ``quick``: a smoke test (CI): tiny 32x32 images and a few epochs, a minute or two a notebook.
   The numbers mean nothing.
-- ``class`` (default): a class on a 2-core laptop, about 10 minutes a notebook at most; the
+- ``class`` (default): a class on a 2-core laptop, up to about 15 minutes a notebook the first
+  time (measured on a busy 2-core CPU; the longest is 03, the AR ablation); the
   built-in synthetic set at 64x64 (the demo's) and 30 epochs, enough to show the method's point.
 - ``full``: the paper's protocol (250 epochs, Du of 4,000, three seeds), for a GPU.
 
