@@ -7,7 +7,9 @@ is one run folder (see :mod:`ddadlib.runs`) under one root, named for its settin
 - runs that differ only in AR share module B (it does not depend on AR),
 - the notebooks and ``ddad reproduce`` read the same folders.
 
-:func:`load_results` turns evaluated runs into one tidy table (a row per run and score), and
+:func:`ensure_run` makes one run of a grid; :mod:`ddadlib.reproduce` and
+:mod:`ddadlib.course` walk their grids with it. :func:`load_results` turns evaluated runs into
+one tidy table (a row per run and score), and
 :func:`summarise` into mean and standard deviation over seeds.
 """
 
@@ -17,7 +19,6 @@ import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -91,37 +92,6 @@ def ensure_run(root: str | Path, data: str | Path, *, backbone: str = "ae", ar: 
             train_run(run, cfg, progress=progress, log=log)
         evaluate_run(run, n_boot=n_boot, figures=figures, device=device, log=log)
     return run
-
-
-def run_grid(root: str | Path, data: str | Path, *, backbones: Sequence[str] = ("ae",),
-             ars: Sequence[float] = (0.6,), seeds: Sequence[int] = (0,), epochs: int = 250,
-             k: int = 3, n_unlabeled: int | None = None, fanogan_epochs: int | None = None,
-             log: Log = print, **kwargs: Any) -> list[Path]:
-    """Ensure every (backbone, AR, seed) run of a grid; return the run folders.
-
-    M is the same for every AR (:func:`common_unlabeled` unless given). Runs are trained seed by
-    seed, each backbone's ARs in a row, so module B is trained once per backbone and seed and
-    reused for the other ARs. f-AnoGAN has no AR (one run per seed, ``fanogan_epochs``).
-    Further keywords go to :func:`ensure_run`.
-    """
-    if not backbones or not seeds:
-        raise ConfigError("a grid needs at least one backbone and one seed")
-    if n_unlabeled is None and any(b != "fanogan" for b in backbones):
-        n_unlabeled = common_unlabeled(data, ars)
-    specs = []
-    for seed in seeds:
-        for backbone in backbones:
-            if backbone == "fanogan":
-                specs.append(dict(backbone=backbone, ar=None, seed=seed,
-                                  epochs=fanogan_epochs or epochs))
-            else:
-                specs += [dict(backbone=backbone, ar=ar, seed=seed, epochs=epochs) for ar in ars]
-    runs = []
-    for i, spec in enumerate(specs, 1):
-        log(f"[{i}/{len(specs)}] {run_name(**spec, k=k, n_unlabeled=n_unlabeled)}")
-        runs.append(ensure_run(root, data, k=k, n_unlabeled=n_unlabeled, log=log, **spec,
-                               **kwargs))
-    return runs
 
 
 def load_scores(run: str | Path) -> pd.DataFrame:
