@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ class CourseSettings:
     data: str | None = None
     kinds: tuple[str, ...] = ("pneumonia",)
     severity: tuple[float, float] = (0.1, 0.5)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         data = self.data or (f"built-in synthetic set ({self.size}x{self.size}, Dn "
