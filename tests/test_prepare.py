@@ -106,7 +106,7 @@ def test_resume_reuses_decoded_chunks(tmp_path, monkeypatch):
     root = tmp_path / "many"
     for i in range(20):
         write_png(root / "normal" / f"{i}.png", i)
-        write_png(root / "sick" / f"{i}.png", 100 + i)
+        write_png(root / "pneumonia" / f"{i}.png", 100 + i)
     monkeypatch.setattr(prep, "CHUNK", 8)
     class Interrupted(Exception):
         pass
@@ -169,7 +169,8 @@ def test_split_file_is_used_as_is(csv_folder, tmp_path):
     split["test"]["0"].append("a00.png")
     split["train"]["0"].remove("a00.png")
     f.write_text(json.dumps(split))
-    with pytest.raises(DataError, match="authors_split.json.*shares a patient"):
+    with pytest.raises(DataError, match=r"authors_split.json: patient 'pat0' has images in both "
+                                        r"training \('img/a01.png' in normal\) and test"):
         prepare_folder(csv_folder, tmp_path / "q", size=16, split_file=f, log=lambda s: None)
 
 
