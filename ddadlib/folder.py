@@ -71,7 +71,7 @@ def folder_records(
     if patient_regex is not None:
         patients = patient_ids_from_names([r.id for r in records], patient_regex, str(root))
         records = [dataclasses.replace(r, patient_id=p) for r, p in zip(records, patients)]
-        how += f"; patient ids from --patient-regex {patient_regex!r}"
+        how += f"; patient ids from --patient-regex '{patient_regex}'"
     return records, how
 
 

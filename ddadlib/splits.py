@@ -198,10 +198,12 @@ def make_split(
             )
         raise DataError(
             f"Dn cannot hold exactly {n_normal:,} normal images in whole groups without an "
-            f"abnormal image beside a test set of {n_test:,} per class; "
+            f"abnormal image beside a test set of {n_test:,} per class (such groups hold "
+            f"{clean:,} normal images in all); "
             + (f"the largest Dn that can be met with --seed {seed} is {best_dn:,} "
                f"(--n-normal {best_dn}), or lower --n-test" if best_dn else
-               "the test set leaves no such group (lower --n-test)")
+               "the test set leaves no such group (lower --n-test)" if clean else
+               "no normal image can go to Dn")
         )
     used = taken | set(normal)
     pools = [g for g in keys if g not in used]

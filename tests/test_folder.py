@@ -110,6 +110,7 @@ KERMANY_REGEX = r"(person\d+|(?:NORMAL2-)?IM-\d+)"
 
 def test_patient_regex_on_kermany_names(tmp_path):
     from conftest import write_png
+
     from ddadlib.folder import patient_ids_from_names
 
     names = ["PNEUMONIA/person123_bacteria_456.jpeg", "PNEUMONIA/person123_virus_9.jpeg",
