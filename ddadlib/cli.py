@@ -95,8 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     fol = psub.add_parser("folder", help="your own images: labels.csv or class subfolders",
                           description="Prepare a folder of PNG/JPEG/DICOM images, labelled by "
                                       "labels.csv (filename,label[,patient_id]) or by class "
-                                      "subfolders (normal, 0, no_finding: normal; others: "
-                                      "abnormal).")
+                                      "subfolders (normal, 0, no_finding: normal; 1, "
+                                      "abnormal and common finding names such as pneumonia: "
+                                      "abnormal; any other name must be given with "
+                                      "--normal-names or --abnormal-names).")
     _add_split_options(fol, "Dn size (default: half the normal images left after the test set, "
                             "at most 4000)",
                        "test images per class (default: a quarter of the smaller class, at most "
@@ -104,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_file_options(fol, on_error="fail")
     fol.add_argument("--labels", type=Path, default=None,
                      help="labels CSV (default ROOT/labels.csv when present)")
+    fol.add_argument("--patient-regex", default=None, metavar="REGEX",
+                     help="derive patient ids from the file paths below ROOT: the named group "
+                          "'patient', else the first group, else the whole match (e.g. "
+                          "'(person\\d+)' for Kermany); a file it does not match is an error")
+    fol.add_argument("--normal-names", default="", metavar="NAMES",
+                     help="comma-separated class subfolders that hold normal images")
+    fol.add_argument("--abnormal-names", default="", metavar="NAMES",
+                     help="comma-separated class subfolders that hold abnormal images")
 
     for kind, title, dn in (("rsna", "RSNA Pneumonia Detection Challenge", 3851),
                             ("vinbigdata", "VinBigData Chest X-ray Abnormalities Detection", 4000)):
@@ -223,7 +233,11 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
     common.update(split_file=args.split_file, workers=args.workers, on_error=args.on_error,
                   progress=not args.quiet)
     if args.source == "folder":
-        prepare.prepare_folder(args.root, args.out, labels=args.labels, **common)
+        prepare.prepare_folder(args.root, args.out, labels=args.labels,
+                               patient_regex=args.patient_regex,
+                               normal_names=[n for n in args.normal_names.split(",") if n],
+                               abnormal_names=[n for n in args.abnormal_names.split(",") if n],
+                               **common)
     else:
         prepare.prepare_kaggle(args.source, args.root, args.out, **common)
 

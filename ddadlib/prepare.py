@@ -27,8 +27,8 @@ from ddadlib.errors import DataError
 from ddadlib.imaging import pixel_md5, read_image, resize
 from ddadlib.provenance import provenance
 from ddadlib.records import ImageRecord
-from ddadlib.splits import format_sizes, group_images, make_split, split_from_file, \
-    validate_split
+from ddadlib.splits import check_sizes, format_sizes, group_images, group_names, make_split, \
+    split_from_file, validate_split
 
 Log = Callable[[str], None]
 CHUNK = 256
@@ -189,6 +189,13 @@ def _check_records(records: Sequence[ImageRecord], where: str) -> None:
         if r.id in seen:
             raise DataError(f"{where}: image id {r.id!r} appears twice")
         seen.add(r.id)
+    counts = np.bincount([r.label for r in records], minlength=2)
+    for label, name, role in ((0, "normal", "Dn, the normal test images and a pool"),
+                              (1, "abnormal", "the abnormal test images and a pool")):
+        if counts[label] == 0:
+            raise DataError(f"{where}: no {name} images (label {label}) among the "
+                            f"{len(records):,} images; DDAD needs both classes ({name} ones for "
+                            f"{role})")
 
 
 def prepare_records(
@@ -221,6 +228,8 @@ def prepare_records(
         raise DataError(f"--size must be at least 8 (got {size})")
     check_output(out, overwrite)
     _check_records(records, where)
+    if split_file is None and n_normal is not None and n_test is not None:
+        check_sizes([r.label for r in records], n_normal, n_test)  # before decoding anything
     work = out / ".partial"
     decoded = decode_records(records, size, work, workers=workers, progress=progress)
     bad = np.flatnonzero(decoded["error"] != "")
@@ -288,7 +297,12 @@ def _split_and_write(
         split = make_split(ids, labels, n_normal=n_normal, n_test=n_test, seed=seed,
                            groups=groups)
         sizes_note = f"split sampled with seed {seed}"
-    validate_split(split, ids, labels, groups, where=str(split_file or where))
+    names = group_names(manifest["patient_id"].tolist(), manifest["md5"].tolist(), groups)
+    validate_split(split, ids, labels, groups, where=str(split_file or where), names=names)
+    n_mixed = len(set(groups[labels == 0].tolist()) & set(groups[labels == 1].tolist()))
+    if n_mixed:
+        log(f"{where}: {n_mixed:,} patient/duplicate groups hold both normal and abnormal "
+            "images; each lies whole in the test set or in the pools, never in Dn")
     counts = np.bincount(labels, minlength=2)
     info = {
         "source": source,
@@ -313,14 +327,23 @@ def _split_and_write(
 
 
 def prepare_folder(root: str | Path, out: str | Path, labels: str | Path | None = None,
-                   log: Log = print, **kwargs) -> Path:
+                   patient_regex: str | None = None, normal_names: Sequence[str] = (),
+                   abnormal_names: Sequence[str] = (), log: Log = print, **kwargs) -> Path:
     """Prepare a folder dataset (see :func:`ddadlib.folder.folder_records`)."""
     from ddadlib.folder import folder_records
 
-    records, how = folder_records(root, labels)
+    records, how = folder_records(root, labels, patient_regex=patient_regex,
+                                  normal_names=normal_names, abnormal_names=abnormal_names)
     log(f"{root}: {len(records):,} images; {how}")
+    if not any(r.patient_id for r in records):
+        log(f"warning: {root}: no patient ids, so one patient's images may land in both "
+            "training and test; give them with --patient-regex (from the file names) or a "
+            "patient_id column in labels.csv")
     return prepare_records(records, out, source="folder", where=str(root), log=log,
                            options={"root": str(root), "labels": str(labels) if labels else None,
+                                    "patient_regex": patient_regex,
+                                    "normal_names": list(normal_names),
+                                    "abnormal_names": list(abnormal_names),
                                     "size": kwargs.get("size", 64)}, **kwargs)
 
 

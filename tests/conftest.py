@@ -78,3 +78,27 @@ def tiny_runs(tmp_path_factory, tiny_synthetic):
         train_run(parent / f"ar{ar}", cfg, progress=False, log=lines.append)
         logs[ar] = lines
     return parent, logs
+
+
+@pytest.fixture
+def nih_folder(tmp_path):
+    """A ChestX-ray14-style folder (NORMAL/, PNEUMONIA/, ``PATIENT_VISIT.png``) with labels.csv
+    ``filename,label,finding,patient_id``: 40 patients, of whom 8 (20%) have a normal and a
+    pneumonia visit; 32 normal and 36 pneumonia images of 16x24 pixels."""
+    root = tmp_path / "nih"
+    rows = ["filename,label,finding,patient_id"]
+    seed = 0
+    for p in range(40):
+        pid = f"{1990 + p:08d}"
+        if p % 5 == 0:
+            visits = [0, 1] if p % 10 == 0 else [0, 1, 1]
+        else:
+            visits = [0 if p % 5 in (1, 2) else 1] * (1 + p % 2)
+        for v, label in enumerate(visits):
+            folder, finding = ("NORMAL", "No Finding") if label == 0 else ("PNEUMONIA", "Pneumonia")
+            name = f"{folder}/{pid}_{v:03d}.png"
+            write_png(root / name, seed, size=16, bright=40 * label)
+            seed += 1
+            rows.append(f"{name},{label},{finding},{pid}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
