@@ -164,8 +164,8 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
     p.add_argument("--lr", type=positive_float, default=5e-4,
                    help="Adam learning rate (default 5e-4)")
-    p.add_argument("--device", type=device_name, default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps "
-                                                    "or cpu")
+    p.add_argument("--device", type=device_name, default="auto",
+                   help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="training precision (default auto = fp32)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -285,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backbone", choices=BACKBONE_CHOICES, default="ae",
                       help="backbone (default ae)")
     demo.add_argument("--seed", type=seed_int, default=0, help="seed (default 0)")
-    demo.add_argument("--device", type=device_name, default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
+    demo.add_argument("--device", type=device_name, default="auto",
+                      help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
 
     rp = sub.add_parser(
@@ -312,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="f-AnoGAN epochs instead of the protocol's")
     rp.add_argument("--n-boot", type=n_boot, default=1000,
                     help="bootstrap resamples for the AUC intervals, 0 to 10,000 (default 1000)")
-    rp.add_argument("--device", type=device_name, default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
+    rp.add_argument("--device", type=device_name, default="auto",
+                    help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
     rp.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                     help="auto (float32) or bf16")
     rp.add_argument("--report-only", action="store_true",

@@ -151,7 +151,7 @@ def write_dataset(
         if skipped is not None and len(skipped):
             atomic_write_bytes(staging / "skipped.csv", skipped.to_csv(index=False).encode())
         atomic_write_json(staging / "split.json", split)
-        info = {"format": FORMAT_VERSION, **info, "n_images": int(len(images)),
+        info = {"format": FORMAT_VERSION, **info, "n_images": len(images),
                 "size": int(images.shape[1])}
         atomic_write_json(staging / "dataset.json", info)
         names = [name for name in DATASET_FILES if (staging / name).is_file()]

@@ -99,7 +99,7 @@ def test_workers_beyond_the_cores_are_capped_with_a_note(class_folder, tmp_path,
         def __init__(self, method):
             self.real = real_context(method)
 
-        def Pool(self, n, **kw):  # noqa: N802 - the name multiprocessing uses
+        def Pool(self, n, **kw):  # the name multiprocessing uses
             pools.append(n)
             return self.real.Pool(n, **kw)
 
@@ -165,7 +165,7 @@ def test_disk_full_while_drawing_samples(tiny_synthetic, tmp_path, capsys, monke
 
 
 def test_disk_full_outside_atomic_write(tiny_synthetic, tmp_path, capsys, monkeypatch):
-    import ddadlib.plots as plots
+    from ddadlib import plots
 
     def full(fig, path, dpi=120):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_png
 from PIL import Image
 
 import ddadlib.dataset as dataset_mod
 import ddadlib.prepare as prep
-from conftest import write_png
 from ddadlib.dataset import STAGING, PreparedDataset, settle_dataset
 from ddadlib.errors import DataError
 from ddadlib.imaging import read_image
 from ddadlib.prepare import prepare_folder
 
-KW = dict(size=16, n_normal=12, n_test=6, log=lambda s: None, workers=1)
+KW = {"size": 16, "n_normal": 12, "n_test": 6, "log": lambda s: None, "workers": 1}
 
 
 def _snapshot(out):
@@ -87,12 +87,9 @@ def test_an_unfinished_staging_folder_is_dropped(csv_folder, tmp_path):
     assert not (out / STAGING).exists() and _snapshot(out) == before
 
 
-def test_resume_decodes_again_a_file_changed_since_the_interruption(tmp_path, monkeypatch):
-    root = tmp_path / "many"
-    for i in range(12):
-        write_png(root / "normal" / f"{i:02d}.png", i)
-        write_png(root / "sick" / f"{i:02d}.png", 100 + i)
-    monkeypatch.setattr(prep, "CHUNK", 8)
+def test_resume_decodes_again_a_file_changed_since_the_interruption(class_folder, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.setattr(prep, "CHUNK", 16)  # 50 images: 4 chunks
     real, calls, interrupt = prep._decode_chunk, [], [True]
 
     def flaky(paths, size):
@@ -102,17 +99,17 @@ def test_resume_decodes_again_a_file_changed_since_the_interruption(tmp_path, mo
         return real(paths, size)
 
     monkeypatch.setattr(prep, "_decode_chunk", flaky)
-    out = tmp_path / "p"
+    out, kw = tmp_path / "p", {"size": 16, "workers": 1, "log": lambda s: None}
     with pytest.raises(KeyboardInterrupt):
-        prepare_folder(root, out, size=16, n_normal=4, n_test=3, workers=1, log=lambda s: None)
+        prepare_folder(class_folder, out, **kw)
     changed = Path(calls[0][0])  # decoded in the first chunk, then edited by the user
     write_png(changed, 999, size=24)
     calls.clear()
     interrupt[0] = False
-    prepare_folder(root, out, size=16, n_normal=4, n_test=3, workers=1, log=lambda s: None)
-    assert len(calls) == 3  # the edited chunk and the two never decoded
+    prepare_folder(class_folder, out, **kw)
+    assert len(calls) == 4  # the edited chunk and the three never decoded
     ds = PreparedDataset.load(out)
-    i = ds.ids.index(os.path.relpath(changed, root).replace(os.sep, "/"))
+    i = ds.ids.index(changed.relative_to(class_folder).as_posix())
     ref = np.asarray(Image.open(changed).resize((16, 16), Image.Resampling.LANCZOS))
     assert np.array_equal(ds.images[i], ref)
 
