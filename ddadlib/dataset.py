@@ -74,9 +74,13 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None], size: int | None
                 fh.flush()
                 os.fsync(fh.fileno())
             except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
                 written = os.fstat(fh.fileno()).st_size
+                # numpy's array.tofile reports a short write without an errno: then the disk
+                # counts as full when what was left to write does not fit in the free space.
+                if exc.errno != errno.ENOSPC and not (
+                        exc.errno is None and size is not None
+                        and shutil.disk_usage(path.parent).free < size - written):
+                    raise
                 raise DiskFullError(path, needed=size, written=written) from exc
         _replace(tmp, path)
     except BaseException:
@@ -210,7 +214,7 @@ class PreparedDataset:
     masks: np.ndarray | None = None
 
     @classmethod
-    def load(cls, root: str | Path, mmap: bool = False) -> "PreparedDataset":
+    def load(cls, root: str | Path, mmap: bool = False) -> PreparedDataset:
         """Load a prepared dataset folder; a clear :class:`DataError` if it is not one."""
         root = Path(root)
         if not root.is_dir():

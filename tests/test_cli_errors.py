@@ -184,3 +184,24 @@ def test_disk_full_messages(tmp_path):
     exc = DiskFullError(tmp_path / "a.bin", written=4096)
     assert isinstance(exc, OSError) and exc.errno == errno.ENOSPC
     assert f"in {tmp_path} (writing a.bin: more than 4,096 bytes needed, " in str(exc)
+
+
+def test_disk_full_as_numpy_reports_it(tmp_path, capsys, monkeypatch):
+    """On a full disk numpy's array.tofile raises an OSError without an errno (a short write)."""
+    import shutil as shutil_mod
+    from collections import namedtuple
+
+    def short_write(fh, array):
+        fh.write(b"x" * 100)
+        raise OSError(f"{array.nbytes} requested and 100 written")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(np, "save", short_write)
+    monkeypatch.setattr(shutil_mod, "disk_usage", lambda path: usage(10**6, 10**6 - 50, 50))
+    out = tmp_path / "syn"
+    assert main(["prepare", "synthetic", "--out", str(out), "--size", "32", "--n-normal", "20",
+                 "--n-test", "5", "--n-unlabeled", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"ddad prepare: error: no space left on device in {out} (writing images.npy: "
+                   f"{50 * 32 * 32 + 128:,} bytes needed, 50 free); free some space, or write "
+                   "to another disk\n")
