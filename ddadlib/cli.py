@@ -3,21 +3,128 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import math
+import re
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ddadlib import __version__
-from ddadlib.errors import ConfigError, DataError, TrainingError
+from ddadlib.errors import ConfigError, DataError, TrainingError, disk_full_message
+from ddadlib.imaging import MAX_SIZE, MIN_SIZE
 from ddadlib.synthetic import ABNORMALITY_KINDS
+
+# --- argument types, shared by every command: a bad value fails at parse time, in one line ---
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A finite number from 0 to 1 (an anomaly rate, a severity)."""
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (a learning rate)."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
+def int_range(lo: int, hi: int | None = None, why: str = "") -> Callable[[str], int]:
+    """A type for whole numbers from ``lo`` to ``hi`` (no upper bound when None); ``why`` is
+    added to the message of a value above ``hi``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < lo or (hi is not None and value > hi):
+            bounds = f"at least {lo:,}" if hi is None else f"from {lo:,} to {hi:,}"
+            reason = f": {why}" if why and hi is not None and value > hi else ""
+            raise argparse.ArgumentTypeError(f"must be {bounds}, not {text}{reason}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+nonneg_int = int_range(0)
+positive_int = int_range(1)
+seed_int = int_range(0, 2**32 - 1, "seeds are 32-bit")
+image_size = int_range(MIN_SIZE, MAX_SIZE, "larger images outgrow memory and the networks, which "
+                                           "are built for the paper's 64 px")
+#: More samples per class than fit a readable grid take minutes and gigabytes to draw.
+MAX_SAMPLES = 64
+n_samples = int_range(1, MAX_SAMPLES, "a larger grid is unreadable and slow to draw")
+#: Bootstrap resamples: 0 skips the AUC interval; beyond 10,000 it gets no more precise.
+n_boot = int_range(0, 10_000, "more resamples do not make the interval more precise but cost "
+                              "minutes and memory")
+
+
+def device_name(text: str) -> str:
+    """auto, cpu, cuda, cuda:N or mps (whether the device is there is checked when used)."""
+    if text in ("auto", "cpu", "mps", "cuda") or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown device {text!r}; choose auto, cpu, cuda, cuda:N "
+                                     "or mps")
+
+
+def _no_file_above(path: Path) -> None:
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{parent} is a file, not a folder")
+            return
+
+
+def out_folder(text: str) -> Path:
+    """A folder to write into: it may not exist yet, but must not be a file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file; --out must be a folder")
+    _no_file_above(path)
+    return path
+
+
+def out_file(text: str) -> Path:
+    """A file to write: not an existing folder, and not below a file."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; --out must be a file name")
+    _no_file_above(path)
+    return path
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage error in one line, ``ddad <cmd>: error: ...``, as every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
 def _add_split_options(p: argparse.ArgumentParser, n_normal_help: str, n_test_help: str) -> None:
-    p.add_argument("--out", type=Path, required=True, help="folder to write the prepared dataset")
-    p.add_argument("--size", type=int, default=64, help="square image size in pixels (default 64)")
-    p.add_argument("--n-normal", type=int, default=None, help=n_normal_help)
-    p.add_argument("--n-test", type=int, default=None, help=n_test_help)
-    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    p.add_argument("--out", type=out_folder, required=True,
+                   help="folder to write the prepared dataset")
+    p.add_argument("--size", type=image_size, default=64,
+                   help=f"square image size in pixels, {MIN_SIZE} to {MAX_SIZE} (default 64)")
+    p.add_argument("--n-normal", type=positive_int, default=None, help=n_normal_help)
+    p.add_argument("--n-test", type=positive_int, default=None, help=n_test_help)
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the split (default 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a dataset already prepared in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -28,8 +135,8 @@ def _add_file_options(p: argparse.ArgumentParser, on_error: str) -> None:
     p.add_argument("--split", type=Path, default=None, dest="split_file",
                    help="use this split file (authors' layout; names matched by file stem) "
                         "instead of sampling one")
-    p.add_argument("--workers", type=int, default=None,
-                   help="decoding processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="decoding processes (default and most: all cores)")
     p.add_argument("--on-error", choices=("fail", "skip"), default=on_error,
                    help="an image that does not decode: stop with an error, or leave it out and "
                         f"list it in skipped.csv (default {on_error})")
@@ -46,18 +153,19 @@ DEMO_EPOCHS = 40
 def _add_train_options(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--backbone", choices=BACKBONE_CHOICES, default="ae",
                    help="reconstruction network (default ae; fanogan trains on Dn only)")
-    p.add_argument("--k", type=int, default=3, help="networks per module (default 3)")
-    p.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default {epochs})")
-    p.add_argument("--ar", type=float, default=0.6, help="anomaly rate of Du (default 0.6)")
-    p.add_argument("--n-unlabeled", type=int, default=None,
+    p.add_argument("--k", type=positive_int, default=3, help="networks per module (default 3)")
+    p.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs (default {epochs})")
+    p.add_argument("--ar", type=fraction, default=0.6, help="anomaly rate of Du (default 0.6)")
+    p.add_argument("--n-unlabeled", type=nonneg_int, default=None,
                    help="M, the size of Du (default 4000 where the pools allow it at --ar, else "
                         "the most they allow)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=seed_int, default=0,
                    help="seed of initialisation, data order and the Du draw (default 0)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (default 5e-4)")
-    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps "
-                                                    "or cpu")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
+    p.add_argument("--lr", type=positive_float, default=5e-4,
+                   help="Adam learning rate (default 5e-4)")
+    p.add_argument("--device", type=device_name, default="auto",
+                   help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="training precision (default auto = fp32)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -65,7 +173,7 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ddad`` (exposed for tests and docs)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ddad",
         description="DDAD (Dual-Distribution Discrepancy) anomaly detection for chest X-rays. "
                     "For research and teaching, not for clinical use.")
@@ -81,14 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Generate the built-in synthetic chest X-ray set.")
     _add_split_options(syn, "Dn: known-normal training images (default 1000)",
                        "test images per class (default 250)")
-    syn.add_argument("--n-unlabeled", type=int, default=1000,
+    syn.add_argument("--n-unlabeled", type=nonneg_int, default=1000,
                      help="M, the size of Du (default 1000)")
     syn.add_argument("--kinds", default=None,
                      help="comma-separated abnormality kinds (default: all of "
                           f"{','.join(ABNORMALITY_KINDS)})")
-    syn.add_argument("--severity", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+    syn.add_argument("--severity", type=fraction, nargs=2, default=None, metavar=("LOW", "HIGH"),
                      help="range the severity of an abnormality is drawn from (default 0.2 1.0)")
-    syn.add_argument("--ar", type=float, default=None,
+    syn.add_argument("--ar", type=fraction, default=None,
                      help="anomaly rate of Du; without it the pools hold M normal and M abnormal "
                           "images so that any AR from 0 to 1 can be drawn later")
 
@@ -128,16 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Print a prepared dataset's sizes and the AR range its "
                                       "pools can meet.")
     info.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
-    info.add_argument("--n-unlabeled", type=int, default=None,
+    info.add_argument("--n-unlabeled", type=nonneg_int, default=None,
                       help="M to report the AR range for (default: the pools' normal size)")
 
     sam = sub.add_parser("samples", help="draw a grid of normal and abnormal images",
                          description="Save a PNG grid of normal and abnormal images of a "
                                      "prepared dataset, with mask outlines or boxes.")
     sam.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
-    sam.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    sam.add_argument("--n", type=int, default=8, help="images per class (default 8)")
-    sam.add_argument("--seed", type=int, default=0, help="seed of the sample choice")
+    sam.add_argument("--out", type=out_file, required=True, help="PNG file to write")
+    sam.add_argument("--n", type=n_samples, default=8,
+                     help=f"images per class, 1 to {MAX_SAMPLES} (default 8)")
+    sam.add_argument("--seed", type=seed_int, default=0, help="seed of the sample choice")
     sam.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
 
     tr = sub.add_parser("train", help="train DDAD (modules A and B) on a prepared dataset",
@@ -147,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "or reused; module B is reused from a finished sibling run "
                                     "that differs only in AR.")
     tr.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
-    tr.add_argument("--out", type=Path, required=True, help="run folder to write")
+    tr.add_argument("--out", type=out_folder, required=True, help="run folder to write")
     _add_train_options(tr, epochs=250)
 
     ev = sub.add_parser("evaluate", help="score a run's test split and write metrics",
@@ -158,8 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", type=Path, default=None,
                     help="another prepared dataset whose test split to score (default: the "
                          "run's own); results go to RUN/eval-<name>")
-    ev.add_argument("--n-boot", type=int, default=1000,
-                    help="bootstrap resamples for the AUC interval (default 1000)")
+    ev.add_argument("--n-boot", type=n_boot, default=1000,
+                    help="bootstrap resamples for the AUC interval, 0 (none) to 10,000 "
+                         "(default 1000)")
     ev.add_argument("--overwrite", action="store_true", help="evaluate again over earlier results")
 
     sc = sub.add_parser("score", help="score new, unlabeled images with a trained run",
@@ -178,14 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
                                       "train DDAD on it (AE backbone, K = 3, AR 0.6, Du of "
                                       "500), evaluate it and draw the figures: a few minutes "
                                       "on 2 CPU cores.")
-    demo.add_argument("--out", type=Path, default=Path("ddad-demo"),
+    demo.add_argument("--out", type=out_folder, default=Path("ddad-demo"),
                       help="output folder (default ./ddad-demo)")
-    demo.add_argument("--epochs", type=int, default=None,
+    demo.add_argument("--epochs", type=positive_int, default=None,
                       help=f"training epochs (default {DEMO_EPOCHS}, the same on every device)")
     demo.add_argument("--backbone", choices=BACKBONE_CHOICES, default="ae",
                       help="backbone (default ae)")
-    demo.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    demo.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
+    demo.add_argument("--seed", type=seed_int, default=0, help="seed (default 0)")
+    demo.add_argument("--device", type=device_name, default="auto",
+                      help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
 
     rp = sub.add_parser(
@@ -196,21 +307,24 @@ def build_parser() -> argparse.ArgumentParser:
                     "write results.md (ours beside the paper's), results.csv and figures. Finished "
                     "runs are reused; run the same command again to resume a stopped one.")
     rp.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
-    rp.add_argument("--out", type=Path, required=True, help="output folder (runs and results)")
+    rp.add_argument("--out", type=out_folder, required=True,
+                    help="output folder (runs and results)")
     rp.add_argument("--protocol", default="cpu", choices=("paper", "cpu", "quick"),
                     help="paper: 250 epochs (for a GPU); cpu (default): 20 epochs, f-AnoGAN 100; "
                          "quick: 2 epochs, a smoke test. All use K = 3 and seeds 0, 1, 2")
     rp.add_argument("--experiments", nargs="+", default=None,
                     choices=("table1", "table2", "ablation", "histograms"),
                     help="which experiments (default all)")
-    rp.add_argument("--seeds", type=int, nargs="+", default=None,
+    rp.add_argument("--seeds", type=seed_int, nargs="+", default=None,
                     help="seeds instead of the protocol's 0 1 2")
-    rp.add_argument("--epochs", type=int, default=None, help="epochs instead of the protocol's")
-    rp.add_argument("--fanogan-epochs", type=int, default=None,
+    rp.add_argument("--epochs", type=positive_int, default=None,
+                    help="epochs instead of the protocol's")
+    rp.add_argument("--fanogan-epochs", type=positive_int, default=None,
                     help="f-AnoGAN epochs instead of the protocol's")
-    rp.add_argument("--n-boot", type=int, default=1000,
-                    help="bootstrap resamples for the AUC intervals (default 1000)")
-    rp.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
+    rp.add_argument("--n-boot", type=n_boot, default=1000,
+                    help="bootstrap resamples for the AUC intervals, 0 to 10,000 (default 1000)")
+    rp.add_argument("--device", type=device_name, default="auto",
+                    help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
     rp.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                     help="auto (float32) or bf16")
     rp.add_argument("--report-only", action="store_true",
@@ -377,6 +491,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ddad {args.command}: interrupted; run the same command again to resume",
               file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"ddad {args.command}: error: {disk_full_message(exc)}", file=sys.stderr)
+        return 2
     return 0
 
 

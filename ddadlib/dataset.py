@@ -13,12 +13,17 @@ A prepared dataset is a folder holding
   commit); written
   last, so its presence marks a finished dataset;
 - ``skipped.csv`` (optional): files that could not be decoded, with the reason.
+
+A dataset is written into ``.incoming/`` inside the folder and swapped in only when complete, so
+a write that fails midway (full disk, kill, Ctrl-C) leaves the dataset that was there before.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -28,7 +33,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
-from ddadlib.errors import DataError
+from ddadlib.errors import DataError, DiskFullError
 from ddadlib.records import Box
 
 MANIFEST_COLUMNS = ["id", "label", "patient_id", "finding", "md5", "orig_height", "orig_width",
@@ -36,6 +41,8 @@ MANIFEST_COLUMNS = ["id", "label", "patient_id", "finding", "md5", "orig_height"
 DATASET_FILES = ("images.npy", "masks.npy", "manifest.csv", "split.json", "dataset.json",
                  "skipped.csv")
 FORMAT_VERSION = 1
+#: The folder inside a dataset where a new version is written before it is swapped in.
+STAGING = ".incoming"
 
 
 def _umask() -> int:
@@ -50,17 +57,31 @@ def _replace(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], None], size: int | None = None) -> None:
     """Write through ``write`` into a temporary file beside ``path``, then rename it into place,
-    so that readers see the old file or the whole new one, never a part."""
+    so that readers see the old file or the whole new one, never a part.
+
+    A full disk raises :class:`~ddadlib.errors.DiskFullError` naming ``path`` and the bytes
+    needed (``size``, when the caller knows it) or written before the disk filled.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+            try:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError as exc:
+                written = os.fstat(fh.fileno()).st_size
+                # numpy's array.tofile reports a short write without an errno: then the disk
+                # counts as full when what was left to write does not fit in the free space.
+                if exc.errno != errno.ENOSPC and not (
+                        exc.errno is None and size is not None
+                        and shutil.disk_usage(path.parent).free < size - written):
+                    raise
+                raise DiskFullError(path, needed=size, written=written) from exc
         _replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -69,7 +90,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
-    atomic_write(path, lambda fh: fh.write(data))
+    atomic_write(path, lambda fh: fh.write(data), size=len(data))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -79,7 +100,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     """Save an array as ``.npy``, atomically."""
-    atomic_write(path, lambda fh: np.save(fh, array))
+    atomic_write(path, lambda fh: np.save(fh, array), size=int(array.nbytes) + 128)
 
 
 def boxes_to_json(boxes: Iterable[Box]) -> str:
@@ -110,30 +131,71 @@ def write_dataset(
     masks: np.ndarray | None = None,
     skipped: pd.DataFrame | None = None,
 ) -> Path:
-    """Write a prepared dataset into ``out`` (which the caller has checked may be written)."""
+    """Write a prepared dataset into ``out`` (which the caller has checked may be written).
+
+    The files go to ``out/.incoming/`` first; only when all of them are written do they replace
+    the dataset in ``out`` (see :func:`settle_dataset`), so a failure midway keeps the old one.
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
         raise ValueError(f"images must be uint8 (N, S, S), got {images.dtype} {images.shape}")
     if len(manifest) != len(images):
         raise ValueError("manifest and images differ in length")
     extra = [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
     manifest = manifest.reindex(columns=MANIFEST_COLUMNS + extra)
-    # A dataset being replaced loses its completion marker first.
-    (out / "dataset.json").unlink(missing_ok=True)
-    for name in ("masks.npy", "skipped.csv"):
-        (out / name).unlink(missing_ok=True)
-    atomic_save_npy(out / "images.npy", images)
-    if masks is not None:
-        atomic_save_npy(out / "masks.npy", masks.astype(bool))
-    atomic_write_bytes(out / "manifest.csv", manifest.to_csv(index=False).encode())
-    if skipped is not None and len(skipped):
-        atomic_write_bytes(out / "skipped.csv", skipped.to_csv(index=False).encode())
-    atomic_write_json(out / "split.json", split)
-    info = {"format": FORMAT_VERSION, **info, "n_images": int(len(images)),
-            "size": int(images.shape[1])}
-    atomic_write_json(out / "dataset.json", info)
+    settle_dataset(out)
+    staging = out / STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        atomic_save_npy(staging / "images.npy", images)
+        if masks is not None:
+            atomic_save_npy(staging / "masks.npy", masks.astype(bool))
+        atomic_write_bytes(staging / "manifest.csv", manifest.to_csv(index=False).encode())
+        if skipped is not None and len(skipped):
+            atomic_write_bytes(staging / "skipped.csv", skipped.to_csv(index=False).encode())
+        atomic_write_json(staging / "split.json", split)
+        info = {"format": FORMAT_VERSION, **info, "n_images": len(images),
+                "size": int(images.shape[1])}
+        atomic_write_json(staging / "dataset.json", info)
+        names = [name for name in DATASET_FILES if (staging / name).is_file()]
+        atomic_write_json(staging / ".complete", names)
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, DiskFullError):  # name the dataset's folder, not the staging one
+            raise DiskFullError(out / Path(exc.filename).name, exc.needed, exc.written) from None
+        raise
+    settle_dataset(out)
     return out
+
+
+def settle_dataset(out: str | Path) -> None:
+    """Finish what a :func:`write_dataset` into ``out`` left: swap in a complete new version
+    from ``out/.incoming/`` (also after a kill during the swap), or drop an incomplete one.
+
+    The swap removes the old ``dataset.json`` first and moves the new one in last, so at no
+    moment does ``out`` look like a finished dataset with files of two versions.
+    """
+    out = Path(out)
+    staging = out / STAGING
+    if not staging.is_dir():
+        return
+    try:
+        names = json.loads((staging / ".complete").read_text())
+    except (OSError, ValueError):
+        shutil.rmtree(staging, ignore_errors=True)  # never finished: the old dataset stands
+        return
+    if (staging / "dataset.json").is_file():  # else the swap had finished already
+        (out / "dataset.json").unlink(missing_ok=True)
+        for name in DATASET_FILES:
+            if name == "dataset.json":
+                continue
+            if name not in names:
+                (out / name).unlink(missing_ok=True)
+            elif (staging / name).is_file():
+                os.replace(staging / name, out / name)
+        os.replace(staging / "dataset.json", out / "dataset.json")
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 @dataclass
@@ -152,7 +214,7 @@ class PreparedDataset:
     masks: np.ndarray | None = None
 
     @classmethod
-    def load(cls, root: str | Path, mmap: bool = False) -> "PreparedDataset":
+    def load(cls, root: str | Path, mmap: bool = False) -> PreparedDataset:
         """Load a prepared dataset folder; a clear :class:`DataError` if it is not one."""
         root = Path(root)
         if not root.is_dir():
@@ -176,9 +238,8 @@ class PreparedDataset:
                 from None
         except (OSError, ValueError, json.JSONDecodeError) as exc:
             raise DataError(f"{root}: cannot read the dataset ({exc})") from None
-        if len(manifest) != len(images):
-            raise DataError(f"{root}: manifest.csv has {len(manifest)} rows but images.npy "
-                            f"holds {len(images)} images")
+        _check_arrays(root, images, manifest, info, masks)
+        _check_split(root, manifest, split)
         return cls(root, images, manifest, split, info, masks)
 
     @property
@@ -223,3 +284,47 @@ class PreparedDataset:
         return (f"PreparedDataset({str(self.root)!r}, {len(self):,} images of "
                 f"{self.size}x{self.size}, source={self.info.get('source')!r}; "
                 f"{format_sizes(self.split)})")
+
+
+def _check_arrays(root: Path, images: np.ndarray, manifest: pd.DataFrame, info: dict,
+                  masks: np.ndarray | None) -> None:
+    """images.npy (and masks.npy) must be what write_dataset writes, one image per manifest row."""
+    size = info.get("size")
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
+        raise DataError(f"{root / 'images.npy'}: expected a uint8 array of N x S x S images, "
+                        f"found {images.dtype} of shape {images.shape}")
+    if len(images) != len(manifest):
+        raise DataError(f"{root / 'images.npy'}: holds {len(images):,} images but manifest.csv "
+                        f"has {len(manifest):,} rows")
+    if size is not None and images.shape[1] != size:
+        raise DataError(f"{root / 'images.npy'}: images are {images.shape[1]}x{images.shape[2]} "
+                        f"but dataset.json says {size}x{size}")
+    if masks is not None and (masks.dtype != np.bool_ or masks.shape != images.shape):
+        raise DataError(f"{root / 'masks.npy'}: expected a bool array of shape {images.shape}, "
+                        f"found {masks.dtype} of shape {masks.shape}")
+
+
+def _check_split(root: Path, manifest: pd.DataFrame, split: dict) -> None:
+    """split.json must fit manifest.csv: known ids, disjoint parts, labels that match their part
+    and no patient or identical image on both sides of train and test."""
+    from ddadlib.splits import _part_lists, group_images, validate_split
+
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise DataError(f"{root / 'manifest.csv'}: lacks the columns {', '.join(missing)}")
+    try:
+        _part_lists(split)
+    except DataError as exc:
+        raise DataError(f"{root / 'split.json'}: {exc}") from None
+    labels = pd.to_numeric(manifest["label"], errors="coerce")
+    if not labels.isin([0, 1]).all():
+        row = int(np.flatnonzero(~labels.isin([0, 1]).to_numpy())[0])
+        raise DataError(f"{root / 'manifest.csv'}: row {row + 2} has label "
+                        f"{manifest['label'].iloc[row]!r}, not 0 or 1")
+    ids = manifest["id"]
+    if ids.duplicated().any():
+        raise DataError(f"{root / 'manifest.csv'}: image id {ids[ids.duplicated()].iloc[0]!r} "
+                        "appears twice")
+    groups = group_images(manifest["patient_id"].tolist(), manifest["md5"].tolist())
+    validate_split(split, ids.tolist(), labels.to_numpy(dtype=np.int64), groups,
+                   where=str(root / "split.json"))

@@ -4,6 +4,10 @@ The command line prints a :class:`DataError` as one line (no traceback) and exit
 so every message must say which file is at fault and what is wrong with it.
 """
 
+import errno
+import shutil
+from pathlib import Path
+
 
 class DataError(Exception):
     """Bad or unusable input data: the message names the file and the problem."""
@@ -16,3 +20,38 @@ class TrainingError(RuntimeError):
 
 class ConfigError(ValueError):
     """An unusable setting (an unknown backbone, a device that is not there, ...)."""
+
+
+class DiskFullError(OSError):
+    """A write failed because the disk is full; the message names the file, its folder and the
+    bytes needed (when known) or written before the disk filled."""
+
+    def __init__(self, path: object, needed: int | None = None, written: int | None = None):
+        super().__init__(errno.ENOSPC, "No space left on device", str(path))
+        self.needed = needed
+        self.written = written
+
+    def __str__(self) -> str:
+        return disk_full_message(self)
+
+
+def disk_full_message(exc: OSError) -> str:
+    """One line for a full disk (``errno.ENOSPC``): the folder, the file, the bytes needed or
+    written, and the space that is free."""
+    if not exc.filename:
+        return "no space left on device (free some space, or write to another disk)"
+    path = Path(exc.filename)
+    folder = path.parent
+    needed, written = getattr(exc, "needed", None), getattr(exc, "written", None)
+    if needed is not None:
+        amount = f"{needed:,} bytes needed"
+    elif written:
+        amount = f"more than {written:,} bytes needed"
+    else:
+        amount = "bytes needed unknown"
+    try:
+        free = f", {shutil.disk_usage(folder).free:,} free"
+    except OSError:
+        free = ""
+    return (f"no space left on device in {folder} (writing {path.name}: {amount}{free}); "
+            "free some space, or write to another disk")

@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from ddadlib import __version__
 from ddadlib.dataset import (DATASET_FILES, atomic_write, atomic_write_json, boxes_to_json,
-                             is_prepared, write_dataset)
+                             is_prepared, settle_dataset, write_dataset)
 from ddadlib.errors import DataError
-from ddadlib.imaging import pixel_md5, read_image, resize
+from ddadlib.imaging import MAX_SIZE, MIN_SIZE, pixel_md5, read_image, resize
 from ddadlib.provenance import provenance
 from ddadlib.records import ImageRecord
 from ddadlib.splits import check_sizes, format_sizes, group_images, group_names, make_split, \
@@ -42,6 +42,7 @@ def check_output(out: Path, overwrite: bool) -> None:
     """Refuse to write over a prepared dataset (or files that look like one) without overwrite."""
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder")
+    settle_dataset(out)  # a replacement that a kill interrupted is finished or dropped first
     present = [name for name in DATASET_FILES if (out / name).exists()]
     if present and not overwrite:
         what = "a prepared dataset" if is_prepared(out) else f"dataset files ({', '.join(present)})"
@@ -99,15 +100,37 @@ def _job_key(records: Sequence[ImageRecord], size: int) -> str:
     return h.hexdigest()
 
 
-def _chunk_done(path: Path) -> bool:
-    """A chunk counts as done when it decoded without errors (failed files are retried)."""
+def _files_key(paths: Sequence[str]) -> str:
+    """A digest of the files' paths, sizes and modification times: a chunk whose files changed
+    after it was decoded is decoded again."""
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}\tmissing\n".encode())
+    return h.hexdigest()
+
+
+def _chunk_done(path: Path, key: str) -> bool:
+    """A chunk counts as done when it decoded without errors (failed files are retried) from the
+    files as they are now (``key``, see :func:`_files_key`)."""
     if not path.is_file():
         return False
     try:
         with np.load(path) as chunk:
-            return not np.any(chunk["error"] != "")
+            return str(chunk["key"]) == key and not np.any(chunk["error"] != "")
     except (OSError, ValueError, KeyError):
         return False
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def decode_records(
@@ -134,20 +157,26 @@ def decode_records(
     def chunk_path(start: int) -> Path:
         return work_dir / f"chunk_{start // CHUNK:06d}.npz"
 
-    todo = [s for s in starts if not _chunk_done(chunk_path(s))]
+    paths = {s: [str(r.path) for r in records[s:s + CHUNK]] for s in starts}
+    file_keys = {s: _files_key(paths[s]) for s in starts}
+    todo = [s for s in starts if not _chunk_done(chunk_path(s), file_keys[s])]
     if len(todo) < len(starts):
         print(f"resuming: {len(starts) - len(todo)} of {len(starts)} chunks already decoded",
               file=sys.stderr)
-    workers = max(1, workers or os.cpu_count() or 1)
+    cores = available_cores()
+    if workers is not None and workers > cores:
+        print(f"note: {workers} workers asked for, but {cores} cores are available; "
+              f"decoding with {cores}", file=sys.stderr)
+    workers = max(1, min(workers or cores, cores))
 
     def save(start: int, result: dict[str, np.ndarray]) -> None:
-        atomic_write(chunk_path(start), lambda fh: np.savez(fh, **result))
+        atomic_write(chunk_path(start),
+                     lambda fh: np.savez(fh, key=np.array(file_keys[start]), **result))
 
     bar = tqdm(total=len(records), initial=len(records) - sum(
         min(CHUNK, len(records) - s) for s in todo), unit="img", desc="decoding",
         # without an explicit disable, tqdm's TQDM_DISABLE environment variable still applies
         **({} if progress else {"disable": True}))
-    paths = {s: [str(r.path) for r in records[s:s + CHUNK]] for s in todo}
     if workers == 1 or len(todo) <= 1:
         for s in todo:
             save(s, _decode_chunk(paths[s], size))
@@ -224,8 +253,8 @@ def prepare_records(
     out = Path(out)
     if on_error not in ("fail", "skip"):
         raise ValueError("on_error must be 'fail' or 'skip'")
-    if size < 8:
-        raise DataError(f"--size must be at least 8 (got {size})")
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise DataError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} (got {size})")
     check_output(out, overwrite)
     _check_records(records, where)
     if split_file is None and n_normal is not None and n_test is not None:
@@ -389,6 +418,7 @@ def prepare_synthetic(
     Images, their order and the split all follow from ``seed``.
     """
     from ddadlib.splits import n_abnormal_at
+    from ddadlib.synthetic import MIN_SIZE as SYNTHETIC_MIN_SIZE
     from ddadlib.synthetic import generate_synthetic_counts
 
     out = Path(out)
@@ -400,8 +430,9 @@ def prepare_synthetic(
                         f"--n-unlabeled at least 0 (got {n_normal}, {n_test}, {m})")
     if ar is not None and not 0.0 <= ar <= 1.0:
         raise DataError(f"synthetic: --ar must be between 0 and 1 (got {ar})")
-    if size < 32:
-        raise DataError(f"synthetic: --size must be at least 32 (got {size})")
+    if not SYNTHETIC_MIN_SIZE <= size <= MAX_SIZE:
+        raise DataError(f"synthetic: --size must be between {SYNTHETIC_MIN_SIZE} and {MAX_SIZE} "
+                        f"(got {size})")
     check_output(out, overwrite)
     pool_abnormal = m if ar is None else n_abnormal_at(m, ar)
     pool_normal = m if ar is None else m - pool_abnormal

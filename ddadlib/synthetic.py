@@ -75,6 +75,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ddadlib.imaging import MAX_SIZE
+
 __all__ = [
     "ABNORMALITY_KINDS",
     "DEFAULT_SEVERITY",
@@ -349,8 +351,9 @@ def _check_count(n: object, name: str) -> int:
 
 
 def _check_size(size: object) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < MIN_SIZE:
-        raise ValueError(f"size must be an integer >= {MIN_SIZE}, got {size!r}")
+    if (isinstance(size, bool) or not isinstance(size, (int, np.integer))
+            or not MIN_SIZE <= size <= MAX_SIZE):
+        raise ValueError(f"size must be an integer from {MIN_SIZE} to {MAX_SIZE}, got {size!r}")
     return int(size)
 
 

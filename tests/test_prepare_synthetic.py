@@ -48,7 +48,9 @@ def test_ar_fixes_the_pools(tmp_path, capsys):
 
 
 def test_bad_options(tmp_path, capsys):
-    assert main(["prepare", "synthetic", "--out", str(tmp_path / "s"), "--ar", "1.5"]) == 2
-    assert "--ar must be between 0 and 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["prepare", "synthetic", "--out", str(tmp_path / "s"), "--ar", "1.5"])
+    assert exc.value.code == 2
+    assert "--ar: must be between 0 and 1" in capsys.readouterr().err
     assert main(["prepare", "synthetic", "--out", str(tmp_path / "s"), "--size", "16"]) == 2
-    assert "--size must be at least 32" in capsys.readouterr().err
+    assert "--size must be between 32 and 1024" in capsys.readouterr().err
