@@ -307,7 +307,7 @@ def _check_arrays(root: Path, images: np.ndarray, manifest: pd.DataFrame, info: 
 def _check_split(root: Path, manifest: pd.DataFrame, split: dict) -> None:
     """split.json must fit manifest.csv: known ids, disjoint parts, labels that match their part
     and no patient or identical image on both sides of train and test."""
-    from ddadlib.splits import _part_lists, group_images, validate_split
+    from ddadlib.splits import _part_lists, group_images, group_names, validate_split
 
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
@@ -325,6 +325,7 @@ def _check_split(root: Path, manifest: pd.DataFrame, split: dict) -> None:
     if ids.duplicated().any():
         raise DataError(f"{root / 'manifest.csv'}: image id {ids[ids.duplicated()].iloc[0]!r} "
                         "appears twice")
-    groups = group_images(manifest["patient_id"].tolist(), manifest["md5"].tolist())
+    patients, md5s = manifest["patient_id"].tolist(), manifest["md5"].tolist()
+    groups = group_images(patients, md5s)
     validate_split(split, ids.tolist(), labels.to_numpy(dtype=np.int64), groups,
-                   where=str(root / "split.json"))
+                   where=str(root / "split.json"), names=group_names(patients, md5s, groups))

@@ -165,7 +165,8 @@ def test_load_refuses_a_patient_on_both_sides_of_train_and_test(prepared):
         s["test"]["0"].append(moved)
 
     _edit_split(prepared, move)
-    with pytest.raises(DataError, match=r"split\.json: .*shares a patient"):
+    with pytest.raises(DataError,
+                       match=r"split\.json: patient .* has images in both training .* and test"):
         PreparedDataset.load(prepared)
 
 
