@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "CC BY 4.0: Dn 541 normal images; pools of 500 normal and "
                                       "1,050 pneumonia; test 300 + 300), train DDAD on them (AE "
                                       "backbone, K = 3, AR 0.6, Du of 500), evaluate it and draw "
-                                      "the figures: a few minutes on 2 CPU cores. --data "
+                                      "the figures: minutes on a laptop's CPU. --data "
                                       "synthetic runs it on the built-in synthetic set instead "
                                       "(Dn 500; pools 500 + 500; test 250 + 250; a mild lobar "
                                       "pneumonia). A folder is reused only by the same demo.")
