@@ -41,7 +41,7 @@ MODIFICATIONS = (f"all normal images and a seeded sample of whole pneumonia pati
                  f"{N_PNEUMONIA:,} images) of the training set, resized to "
                  f"{BUNDLE_SIZE}x{BUNDLE_SIZE} grayscale")
 _COLUMNS = ("id", "label", "patient_id", "finding")
-# A fixed time stamp for every archive entry, so that a rebuild gives the same bytes.
+# The time stamp of every archive entry (zip's earliest), so that a rebuild gives the same bytes.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -100,8 +100,9 @@ def build_bundle(shared: str | Path, out: str | Path, n_pneumonia: int = N_PNEUM
     }
 
     def write(fh) -> None:
-        # np.savez stamps each entry with the current time; this writes the same layout
-        # (one .npy per array, readable by np.load) with a fixed stamp.
+        # The layout of np.savez_compressed (one .npy per array, read by np.load), with each
+        # entry's time stamp and compression set here rather than left to library defaults, so
+        # that a rebuild gives the same bytes.
         with zipfile.ZipFile(fh, "w") as zf:
             for name, array in arrays.items():
                 info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
