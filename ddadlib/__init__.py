@@ -12,7 +12,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 from ddadlib.dataset import PreparedDataset
 from ddadlib.errors import ConfigError, DataError, TrainingError
-from ddadlib.prepare import prepare_folder, prepare_kaggle, prepare_synthetic
+from ddadlib.prepare import prepare_folder, prepare_kaggle, prepare_kermany, prepare_synthetic
 from ddadlib.splits import ar_range, draw_unlabeled, make_split, max_unlabeled
 from ddadlib.synthetic import ABNORMALITY_KINDS, generate_synthetic, generate_synthetic_counts
 
@@ -31,6 +31,7 @@ __all__ = [
     "max_unlabeled",
     "prepare_folder",
     "prepare_kaggle",
+    "prepare_kermany",
     "prepare_synthetic",
     "TrainingError",
 ]

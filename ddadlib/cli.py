@@ -6,6 +6,7 @@ import argparse
 import errno
 import math
 import re
+import shutil
 import signal
 import sys
 from collections.abc import Callable
@@ -148,6 +149,10 @@ DEMO_DATA = dict(n_normal=500, n_test=250, n_unlabeled=500, kinds=("pneumonia",)
                  severity=(0.1, 0.5))
 DEMO_AR = 0.6
 DEMO_EPOCHS = 40
+#: The demo's data sets (the bundled real X-rays by default) and M, the size of Du, on each.
+DEMO_SETS = {"kermany": "the bundled Kermany chest X-rays",
+             "synthetic": "the built-in synthetic set"}
+DEMO_UNLABELED = {"kermany": 500, "synthetic": DEMO_DATA["n_unlabeled"]}
 
 
 def _add_train_options(p: argparse.ArgumentParser, epochs: int) -> None:
@@ -199,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--ar", type=fraction, default=None,
                      help="anomaly rate of Du; without it the pools hold M normal and M abnormal "
                           "images so that any AR from 0 to 1 can be drawn later")
+
+    ker = psub.add_parser("kermany", help="the bundled real chest X-rays (Kermany et al., "
+                                          "CC BY 4.0)",
+                          description="Prepare the real chest X-rays that come with ddadlib: "
+                                      "1,341 normal and 1,350 pneumonia images (pediatric, "
+                                      "64x64) from Kermany, Zhang, Goldbaum et al., Mendeley "
+                                      "Data v2, CC BY 4.0. No path and no network needed.")
+    _add_split_options(ker, "Dn size (default 541, which leaves 500 normal images in the pools "
+                            "so that M = 500 can be drawn at every AR from 0 to 1)",
+                       "test images per class (default 300)")
 
     fol = psub.add_parser("folder", help="your own images: labels.csv or class subfolders",
                           description="Prepare a folder of PNG/JPEG/DICOM images, labelled by "
@@ -281,13 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", type=Path, required=True, help="CSV file to write")
     sc.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
 
-    demo = sub.add_parser("demo", help="the main job: DDAD end to end on the built-in data",
-                          description="Prepare the built-in synthetic set (Dn 500 normal "
-                                      "images; pools of 500 normal and 500 abnormal; test 250 "
-                                      "+ 250; abnormal images with a mild lobar pneumonia), "
-                                      "train DDAD on it (AE backbone, K = 3, AR 0.6, Du of "
-                                      "500), evaluate it and draw the figures: a few minutes "
-                                      "on 2 CPU cores.")
+    demo = sub.add_parser("demo", help="the main job: DDAD end to end on the bundled data",
+                          description="Prepare the bundled real chest X-rays (Kermany et al., "
+                                      "CC BY 4.0: Dn 541 normal images; pools of 500 normal and "
+                                      "1,050 pneumonia; test 300 + 300), train DDAD on them (AE "
+                                      "backbone, K = 3, AR 0.6, Du of 500), evaluate it and draw "
+                                      "the figures: minutes on a laptop's CPU. --data "
+                                      "synthetic runs it on the built-in synthetic set instead "
+                                      "(Dn 500; pools 500 + 500; test 250 + 250; a mild lobar "
+                                      "pneumonia). A folder is reused only by the same demo.")
+    demo.add_argument("--data", choices=tuple(DEMO_SETS), default="kermany",
+                      help="kermany (default): the bundled real chest X-rays; synthetic: the "
+                           "built-in synthetic set")
     demo.add_argument("--out", type=out_folder, default=Path("ddad-demo"),
                       help="output folder (default ./ddad-demo)")
     demo.add_argument("--epochs", type=positive_int, default=None,
@@ -335,6 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
+    # A failed preparation removes the folder it created (an interrupted one keeps it: the next
+    # run resumes from the images decoded so far).
+    created = next((p for p in reversed((args.out, *args.out.parents)) if not p.exists()), None)
+    try:
+        _prepare_source(args)
+    except Exception:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _prepare_source(args: argparse.Namespace) -> None:
     from ddadlib import prepare
 
     common = dict(size=args.size, n_normal=args.n_normal, n_test=args.n_test, seed=args.seed,
@@ -343,6 +375,9 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
         kinds = args.kinds.split(",") if args.kinds else None
         prepare.prepare_synthetic(args.out, n_unlabeled=args.n_unlabeled, ar=args.ar,
                                   kinds=kinds, severity=args.severity, **common)
+        return
+    if args.source == "kermany":
+        prepare.prepare_kermany(args.out, **common)
         return
     common.update(split_file=args.split_file, workers=args.workers, on_error=args.on_error,
                   progress=not args.quiet)
@@ -370,6 +405,10 @@ def _cmd_info(args: argparse.Namespace) -> None:
         print(f"  M = {m:,} unlabeled images: more than the pools hold")
     else:
         print(f"  M = {m:,} unlabeled images: AR from {r[0]:.4g} to {r[1]:.4g}")
+    about = ds.info.get("data") or {}
+    if about.get("licence"):
+        print(f"  data: {about.get('name')}; licence {about['licence']}; credit: "
+              f"{about.get('credit')}")
 
 
 def _cmd_samples(args: argparse.Namespace) -> None:
@@ -424,32 +463,66 @@ def _cmd_score(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {len(frame):,} images scored")
 
 
+def _demo_folder(out: Path, record: dict) -> None:
+    """Refuse an output folder that holds anything but this same demo; mark it as this demo."""
+    from ddadlib.dataset import atomic_write_json
+
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; choose another --out")
+    marker = out / "demo.json"
+    if marker.is_file():
+        import json
+
+        try:
+            old = json.loads(marker.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{marker}: cannot read it ({exc}); choose another --out") from None
+        diff = [f"{k}: {old.get(k)} -> {v}" for k, v in record.items() if old.get(k) != v]
+        if diff:
+            raise DataError(f"{out}: holds a demo with other settings ({'; '.join(diff)}); "
+                            "choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise DataError(f"{out}: folder exists and holds files that are not from this demo (no "
+                        "demo.json); choose another --out")
+    else:
+        atomic_write_json(marker, record)
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     import time
 
     from ddadlib import prepare
     from ddadlib.dataset import PreparedDataset, is_prepared
+    from ddadlib.devices import pick_device
+    from ddadlib.estimator import DDAD
     from ddadlib.plots import sample_grid_of, save_figure
     from ddadlib.runs import evaluate_run, format_metrics, run_config, train_run
 
     t0 = time.perf_counter()
+    epochs = args.epochs if args.epochs is not None else DEMO_EPOCHS
+    # Bad settings fail before any image is prepared.
+    DDAD(backbone=args.backbone, epochs=epochs)._check_params()
+    pick_device(args.device)
+    _demo_folder(args.out, {"demo": args.data, "backbone": args.backbone, "epochs": epochs,
+                            "seed": args.seed})
     data = args.out / "data"
     if is_prepared(data):
-        print(f"{data}: using the synthetic set prepared earlier")
+        print(f"{data}: using {DEMO_SETS[args.data]} prepared earlier")
+    elif args.data == "kermany":
+        prepare.prepare_kermany(data, overwrite=True)
     else:
-        prepare.prepare_synthetic(data, **DEMO_DATA)
+        prepare.prepare_synthetic(data, overwrite=True, **DEMO_DATA)
     grid = args.out / "samples.png"
     if not grid.exists():
         save_figure(sample_grid_of(PreparedDataset.load(data)), grid)
         print(f"wrote {grid}")
-    epochs = args.epochs if args.epochs is not None else DEMO_EPOCHS
     cfg = run_config(data, backbone=args.backbone, epochs=epochs, ar=DEMO_AR,
-                     n_unlabeled=DEMO_DATA["n_unlabeled"], seed=args.seed, device=args.device,
+                     n_unlabeled=DEMO_UNLABELED[args.data], seed=args.seed, device=args.device,
                      precision="fp32")
     run = args.out / f"run-{args.backbone}-ar{DEMO_AR}-e{epochs}-s{args.seed}"
     train_run(run, cfg, progress=not args.quiet)
     metrics = evaluate_run(run, out=args.out)
-    print(f"\nDDAD ({args.backbone}) on the built-in synthetic set, AR {DEMO_AR}, "
+    print(f"\nDDAD ({args.backbone}) on {DEMO_SETS[args.data]}, AR {DEMO_AR}, "
           f"test {cfg['test_size'][0]} normal + {cfg['test_size'][1]} abnormal "
           f"({epochs} epochs, K = {cfg['k']}, seed {args.seed}, {cfg['device']}):")
     print(format_metrics(metrics))

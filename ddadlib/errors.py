@@ -49,8 +49,9 @@ def disk_full_message(exc: OSError) -> str:
         amount = f"more than {written:,} bytes needed"
     else:
         amount = "bytes needed unknown"
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
     try:
-        free = f", {shutil.disk_usage(folder).free:,} free"
+        free = f", {shutil.disk_usage(existing).free:,} free"
     except OSError:
         free = ""
     return (f"no space left on device in {folder} (writing {path.name}: {amount}{free}); "

@@ -1,4 +1,5 @@
-"""Turning a source (synthetic, a folder, RSNA, VinBigData) into a prepared dataset.
+"""Turning a source (synthetic, the bundled Kermany set, a folder, RSNA, VinBigData) into a
+prepared dataset.
 
 Decoding runs on all cores, in chunks that are saved as they finish under ``OUT/.partial/``, so
 an interrupted run resumes where it stopped; the finished dataset is written last.
@@ -311,6 +312,7 @@ def _split_and_write(
     masks: np.ndarray | None = None,
     skipped: pd.DataFrame | None = None,
     cleanup: Path | None = None,
+    about: dict | None = None,
 ) -> Path:
     ids = manifest["id"].tolist()
     labels = manifest["label"].to_numpy()
@@ -342,6 +344,7 @@ def _split_and_write(
         "counts": {"normal": int(counts[0]), "abnormal": int(counts[1])},
         "n_groups": n_groups,
         "n_skipped": 0 if skipped is None else int(len(skipped)),
+        **({"data": about} if about else {}),
         "ddadlib_version": __version__,
         "provenance": provenance(),
     }
@@ -391,6 +394,49 @@ def prepare_kaggle(kind: str, root: str | Path, out: str | Path, log: Log = prin
     kwargs.setdefault("on_error", "skip")
     return prepare_records(records, out, source=kind, where=str(root), log=log,
                            options={"root": str(root), "size": kwargs.get("size", 64)}, **kwargs)
+
+
+#: Default split of the bundled chest X-rays (1,341 normal, 1,350 pneumonia): the pools keep 500
+#: normal and 1,050 abnormal images, so M = 500 can be drawn at every AR from 0 to 1.
+KERMANY_DEFAULTS = {"n_normal": 541, "n_test": 300}
+
+
+def prepare_kermany(
+    out: str | Path,
+    size: int = 64,
+    n_normal: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    log: Log = print,
+) -> Path:
+    """Prepare the bundled real chest X-rays (Kermany et al., CC BY 4.0; see
+    :mod:`ddadlib.kermany`) as a dataset: no path, no network.
+
+    Defaults: Dn 541 normal images and 300 + 300 test images, patients kept together; the rest
+    form the pools (500 normal, 1,050 pneumonia). ``size`` may shrink the 64-pixel images.
+    """
+    from ddadlib import kermany
+
+    out = Path(out)
+    if not 8 <= size <= kermany.BUNDLE_SIZE:
+        raise DataError(f"kermany: --size must be between 8 and {kermany.BUNDLE_SIZE}, the "
+                        f"size of the bundled images (got {size})")
+    check_output(out, overwrite)
+    images, frame = kermany.load_bundle()
+    if size != kermany.BUNDLE_SIZE:
+        images = np.stack([resize(im, size) for im in images])
+    manifest = frame.assign(md5=[pixel_md5(im) for im in images], orig_height=kermany.BUNDLE_SIZE,
+                            orig_width=kermany.BUNDLE_SIZE, boxes="[]")
+    about = {"name": "Kermany chest X-rays (pediatric, Guangzhou), bundled with ddadlib",
+             "licence": kermany.LICENCE, "credit": kermany.CREDIT,
+             "modifications": kermany.MODIFICATIONS, "bundle": kermany.BUNDLE.name,
+             "bundle_sha256": kermany.bundle_sha256()}
+    return _split_and_write(
+        out, images, manifest, source="kermany", where="kermany",
+        n_normal=KERMANY_DEFAULTS["n_normal"] if n_normal is None else n_normal,
+        n_test=KERMANY_DEFAULTS["n_test"] if n_test is None else n_test, seed=seed,
+        split_file=None, options={"size": size}, log=log, about=about)
 
 
 #: Default sizes of the built-in synthetic set.

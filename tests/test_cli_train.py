@@ -40,7 +40,8 @@ def test_train_evaluate_score(tiny_synthetic, tmp_path, capsys):
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "1", "--quiet"]) == 0
+    assert main(["demo", "--out", str(out), "--data", "synthetic", "--epochs", "1",
+                 "--quiet"]) == 0
     text = capsys.readouterr().out
     for name in ("rec", "rec_ensemble", "intra", "inter"):
         assert name in text
@@ -50,6 +51,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
         assert (out / fig).stat().st_size > 10_000
     assert PreparedDataset.load(out / "data").info["source"] == "synthetic"
     # running it again reuses the data and the trained run
-    assert main(["demo", "--out", str(out), "--epochs", "1", "--quiet"]) == 0
+    assert main(["demo", "--out", str(out), "--data", "synthetic", "--epochs", "1",
+                 "--quiet"]) == 0
     again = capsys.readouterr().out
     assert "prepared earlier" in again and "nothing trained" in again

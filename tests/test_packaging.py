@@ -72,3 +72,34 @@ def test_licence_and_citation():
 def test_extras_name_the_audiences():
     extras = _pyproject()["project"]["optional-dependencies"]
     assert {"notebooks", "test", "docs"} <= set(extras)
+
+
+def test_wheel_and_sdist_carry_the_bundled_xrays_and_their_notice(tmp_path):
+    import shutil
+    import subprocess
+    import tarfile
+    import zipfile
+
+    # Build from a copy, so the checkout gets no build/ or egg-info.
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    src = tmp_path / "src"
+    for name in files:
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    for hook in ("build_wheel", "build_sdist"):  # one process each (setuptools keeps state)
+        code = f"import sys; from setuptools import build_meta; build_meta.{hook}(sys.argv[1])"
+        subprocess.run([sys.executable, "-c", code, str(dist)], cwd=src, check=True,
+                       capture_output=True)
+    with zipfile.ZipFile(next(dist.glob("*.whl"))) as whl, \
+            tarfile.open(next(dist.glob("*.tar.gz"))) as tar:
+        wheel, sdist = whl.namelist(), tar.getnames()
+        bundled = whl.read("ddadlib/data_files/kermany64.npz")
+    for name in ("ddadlib/data_files/kermany64.npz", "ddadlib/data_files/NOTICE.md"):
+        assert name in wheel
+        assert any(n.endswith("/" + name) for n in sdist)
+    assert any(n.endswith("licenses/DATA_NOTICE.md") for n in wheel)
+    assert bundled == (ROOT / "ddadlib/data_files/kermany64.npz").read_bytes()
