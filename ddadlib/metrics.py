@@ -16,12 +16,22 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from ddadlib.seeding import rng
 
 
+def operating_point(labels: np.ndarray, scores: np.ndarray,
+                    specificity: float = 0.95) -> tuple[float, float]:
+    """The threshold and true-positive rate of the ROC point with the highest true-positive rate
+    whose false-positive rate is at most ``1 - specificity`` (a score at or above the threshold
+    counts as abnormal; an infinite threshold flags nothing)."""
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    # never empty: the ROC curve starts at (0, 0) with an infinite threshold
+    ok = np.flatnonzero(fpr <= 1.0 - specificity + 1e-12)
+    best = ok[np.argmax(tpr[ok])]
+    return float(thresholds[best]), float(tpr[best])
+
+
 def sensitivity_at_specificity(labels: np.ndarray, scores: np.ndarray,
                                specificity: float = 0.95) -> float:
     """The highest true-positive rate whose false-positive rate is at most ``1 - specificity``."""
-    fpr, tpr, _ = roc_curve(labels, scores)
-    ok = fpr <= 1.0 - specificity + 1e-12
-    return float(tpr[ok].max()) if ok.any() else 0.0
+    return operating_point(labels, scores, specificity)[1]
 
 
 def _check(labels: np.ndarray, scores: np.ndarray) -> None:
