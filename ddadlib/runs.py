@@ -201,21 +201,33 @@ def _has_trained(run: Path) -> bool:
 
 @contextlib.contextmanager
 def run_lock(run: str | Path) -> Iterator[None]:
-    """Hold the lock of a run folder (created if needed) while training or evaluating it; a
-    :class:`DataError` naming the other process when one holds it. The operating system
-    releases the lock of a process that dies, so a stale lock file is simply taken over."""
+    """Hold the lock of a run folder while training or evaluating it; a :class:`DataError`
+    naming the other process when one holds it. The operating system releases the lock of a
+    process that dies, so a stale lock file is simply taken over. A folder that cannot be
+    written (read-only media) is not locked: nothing can be written there either."""
     path = Path(run) / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if path.parent.is_dir() and not os.access(path.parent, os.W_OK):
+            yield
+            return
+        raise DataError(f"{path}: cannot create the lock file ({exc.strerror})") from None
     try:
         try:
             _lock(fd)
         except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            try:
+                os.lseek(fd, 0, os.SEEK_SET)
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            except OSError:  # Windows: the holder's locked byte cannot be read
+                holder = "unknown"
             raise DataError(f"{run}: another process (pid {holder}) is training or evaluating "
                             "this run; wait for it to finish or stop it, then run the command "
                             "again") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, str(os.getpid()).encode())
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -224,9 +236,10 @@ def run_lock(run: str | Path) -> Iterator[None]:
 def _lock(fd: int) -> None:
     try:
         import fcntl
-    except ImportError:  # Windows
+    except ImportError:  # Windows: lock the first byte
         import msvcrt
 
+        os.lseek(fd, 0, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
         return
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -16,7 +16,7 @@ import torch
 
 from ddadlib.cli import main
 from ddadlib.dataset import PreparedDataset
-from ddadlib.ensemble import EnsembleConfig, _Sequential, train_ensemble
+from ddadlib.ensemble import EnsembleConfig, _Sequential, _Vectorised, train_ensemble
 from ddadlib.errors import DataError, TrainingError
 from ddadlib.estimator import DDAD
 from ddadlib.runs import dataset_fingerprint, evaluate_run, run_config, train_run
@@ -268,12 +268,15 @@ def test_temp_files_of_a_killed_write_are_removed_on_the_next_run(trained, tmp_p
     assert any("removed 3 temporary file(s)" in line for line in lines)
 
 
-def test_interrupt_saves_the_finished_epochs_and_resume_is_identical(tmp_path, monkeypatch):
+@pytest.mark.parametrize("trainer", [_Sequential, _Vectorised])
+def test_interrupt_saves_the_finished_epochs_and_resume_is_identical(tmp_path, monkeypatch,
+                                                                     trainer):
     g = torch.Generator().manual_seed(0)
     images = torch.rand(12, 1, 32, 32, generator=g) * 2 - 1
     cfg = EnsembleConfig(k=2, epochs=3, batch_size=4, size=32, seed=4)
-    whole = train_ensemble(images, cfg, vectorised=False, progress=False)
-    real = _Sequential.epoch
+    vectorised = trainer is _Vectorised
+    whole = train_ensemble(images, cfg, vectorised=vectorised, progress=False)
+    real = trainer.epoch
     calls = []
 
     def stop_in_third(self, *args):
@@ -282,13 +285,14 @@ def test_interrupt_saves_the_finished_epochs_and_resume_is_identical(tmp_path, m
             raise KeyboardInterrupt
         return real(self, *args)
 
-    monkeypatch.setattr(_Sequential, "epoch", stop_in_third)
+    monkeypatch.setattr(trainer, "epoch", stop_in_third)
     ckpt = tmp_path / "B.ckpt"
     with pytest.raises(KeyboardInterrupt):
-        train_ensemble(images, cfg, vectorised=False, progress=False, checkpoint=ckpt)
+        train_ensemble(images, cfg, vectorised=vectorised, progress=False, checkpoint=ckpt)
     assert torch.load(ckpt, weights_only=True)["epoch"] == 2
     monkeypatch.undo()
-    resumed = train_ensemble(images, cfg, vectorised=False, progress=False, checkpoint=ckpt)
+    resumed = train_ensemble(images, cfg, vectorised=vectorised, progress=False,
+                             checkpoint=ckpt)
     assert resumed.resumed_from == 2
     for a, b in zip(whole.members, resumed.members):
         for (name, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
