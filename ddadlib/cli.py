@@ -333,7 +333,7 @@ def _cmd_score(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {len(frame):,} images scored")
     cuts = frame.attrs["thresholds"]
     if cuts:
-        flagged = ", ".join(f"{n} {int(frame[f'{n}_flag'].sum())} (at {v:.6g})"
+        flagged = ", ".join(f"{n} {int(frame[f'{n}_flag'].sum())} (above {v:.6g})"
                             for n, v in cuts.items())
         print(f"flagged at 95% specificity of the run's evaluation: {flagged} of {len(frame):,}; "
               "*_pct: percentile among its normal test images")

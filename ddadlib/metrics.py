@@ -19,13 +19,18 @@ from ddadlib.seeding import rng
 def operating_point(labels: np.ndarray, scores: np.ndarray,
                     specificity: float = 0.95) -> tuple[float, float]:
     """The threshold and true-positive rate of the ROC point with the highest true-positive rate
-    whose false-positive rate is at most ``1 - specificity`` (a score at or above the threshold
-    counts as abnormal; an infinite threshold flags nothing)."""
-    fpr, tpr, thresholds = roc_curve(labels, scores)
+    whose false-positive rate is at most ``1 - specificity``.
+
+    A score *above* the threshold counts as abnormal; the threshold is the highest normal score
+    that must not be flagged (the largest normal score when fewer than ``1 / (1 -
+    specificity)`` normal images are given), so it also serves images scored later.
+    """
+    fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
     # never empty: the ROC curve starts at (0, 0) with an infinite threshold
-    ok = np.flatnonzero(fpr <= 1.0 - specificity + 1e-12)
-    best = ok[np.argmax(tpr[ok])]
-    return float(thresholds[best]), float(tpr[best])
+    last = np.flatnonzero(fpr <= 1.0 - specificity + 1e-12)[-1]
+    # thresholds fall: the next one is the first whose inclusion costs too many normal images
+    below = float(thresholds[last + 1]) if last + 1 < len(thresholds) else -np.inf
+    return below, float(tpr[last])
 
 
 def sensitivity_at_specificity(labels: np.ndarray, scores: np.ndarray,

@@ -504,8 +504,8 @@ def score_images(run: str | Path, images: np.ndarray, ids: list[str],
 
     Beside each raw score ``S`` (higher = more anomalous) come, when the run has been
     evaluated, ``S_pct``: the percentage of the run's normal test images whose score is at most
-    this one, and ``S_flag``: 1 where the score reaches the threshold at 95% specificity of that
-    evaluation (``frame.attrs["thresholds"]``), else 0. Without an evaluation the frame holds
+    this one, and ``S_flag``: 1 where the score is above the threshold at 95% specificity of
+    that evaluation (``frame.attrs["thresholds"]``), else 0. Without an evaluation the frame holds
     the raw scores only (``frame.attrs["thresholds"]`` is empty)."""
     read_config(run)
     if not is_finished(run):
@@ -531,7 +531,7 @@ def score_images(run: str | Path, images: np.ndarray, ids: list[str],
             # the share of normal test scores at or below each score (a "weak" percentile)
             frame[f"{name}_pct"] = 100.0 * np.searchsorted(np.sort(normal), values,
                                                            side="right") / len(normal)
-            frame[f"{name}_flag"] = (values >= cuts[name]).astype(int)
+            frame[f"{name}_flag"] = (values > cuts[name]).astype(int)
             thresholds[name] = cuts[name]
     frame.attrs["thresholds"] = thresholds
     return frame

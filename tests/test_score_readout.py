@@ -47,8 +47,11 @@ def test_operating_point_is_the_one_of_sens_at_95_spec():
     scores = np.r_[g.normal(0, 1, 200), g.normal(1, 1, 100)]
     threshold, sens = operating_point(labels, scores)
     assert sens == sensitivity_at_specificity(labels, scores)
-    assert np.mean(scores[labels == 0] >= threshold) <= 0.05
-    assert np.mean(scores[labels == 1] >= threshold) == sens
+    assert np.sum(scores[labels == 0] > threshold) == 10  # 5% of 200: the most allowed
+    assert np.mean(scores[labels == 1] > threshold) == sens
+    # fewer than 20 normal images: only scores above all of them are flagged
+    threshold, _ = operating_point(labels[190:], scores[190:])
+    assert threshold == scores[190:200].max()
 
 
 def test_scores_of_the_test_images_read_as_their_evaluation(runs, tiny_synthetic):
@@ -118,3 +121,21 @@ def test_image_above_pillows_limit_gives_one_line(runs, images, tmp_path, capsys
                  str(tmp_path / "s.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "x0.png" in err and "too large" in err
+
+
+def test_sens_at_95_spec_is_exact_with_tied_scores():
+    """The highest sensitivity of any threshold that flags at most 5% of the normal images (the
+    ROC curve's dropped intermediate points once hid some of them where scores tie)."""
+    from ddadlib.metrics import operating_point, sensitivity_at_specificity
+
+    g = np.random.default_rng(0)
+    for _ in range(300):
+        n0, n1 = g.integers(5, 80, 2)
+        labels = np.r_[np.zeros(n0), np.ones(n1)].astype(int)
+        scores = np.round(np.r_[g.normal(0, 1, n0), g.normal(g.uniform(0, 2), 1, n1)], 1)
+        best = max(np.mean(scores[labels == 1] >= t) for t in np.r_[np.unique(scores), np.inf]
+                   if np.sum(scores[labels == 0] >= t) <= 0.05 * n0 + 1e-9)
+        assert sensitivity_at_specificity(labels, scores) == best
+        threshold, sens = operating_point(labels, scores)
+        assert np.mean(scores[labels == 1] > threshold) == sens
+        assert np.sum(scores[labels == 0] > threshold) <= 0.05 * n0
