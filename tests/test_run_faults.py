@@ -339,3 +339,25 @@ def test_runs_recorded_with_the_older_fingerprint_still_match(trained, tmp_path)
     assert "nothing trained" in lines[-1]
     assert set(evaluate_run(run, n_boot=10, figures=False, **quiet)) == {
         "rec", "rec_ensemble", "intra", "inter"}
+
+
+def test_sigterm_keeps_the_finished_epochs(trained, tmp_path):
+    import signal
+
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ddadlib.cli", "train", "--data", str(trained[1]), "--out",
+         str(out), *TRAIN[:2], "--epochs", "100000", *TRAIN[4:]],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "config.json").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(4)  # some epochs of module B, long before its first timed checkpoint
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "interrupted" in err, err
+    assert torch.load(out / "checkpoints" / "B.ckpt", weights_only=True)["epoch"] >= 1
