@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import os
 import re
 import shutil
 import signal
@@ -281,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--run", type=Path, required=True, help="finished run folder")
     ev.add_argument("--data", type=Path, default=None,
                     help="another prepared dataset whose test split to score (default: the "
-                         "run's own); results go to RUN/eval-<name>")
+                         "run's own); results go to RUN/eval-<name>-<fingerprint>")
     ev.add_argument("--n-boot", type=n_boot, default=1000,
                     help="bootstrap resamples for the AUC interval, 0 (none) to 10,000 "
                          "(default 1000)")
@@ -289,7 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("score", help="score new, unlabeled images with a trained run",
                         description="Write a CSV of the scores (rec, rec_ensemble, intra, inter) "
-                                    "of every image (PNG/JPEG/DICOM) under a folder.")
+                                    "of every image (PNG/JPEG/DICOM) under a folder, each with "
+                                    "its percentile among the run's normal test images (*_pct) "
+                                    "and its flag at 95% specificity (*_flag) when the run has "
+                                    "been evaluated (`ddad evaluate`).")
     sc.add_argument("--run", type=Path, required=True, help="finished run folder")
     sc.add_argument("--images", type=Path, required=True, help="folder of images (searched "
                                                                "recursively)")
@@ -440,27 +444,69 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(format_metrics(metrics))
 
 
+def _image_files(folder: Path) -> tuple[list[Path], int]:
+    """The image files under ``folder`` (sorted), without following symbolic links out of it;
+    also how many links were left out."""
+    from ddadlib.imaging import IMAGE_EXTENSIONS
+
+    root = folder.resolve()
+    files, skipped = [], 0
+    for dirpath, dirnames, filenames in os.walk(folder):  # does not descend into linked folders
+        skipped += sum(1 for d in dirnames if (Path(dirpath) / d).is_symlink())
+        for name in filenames:
+            p = Path(dirpath) / name
+            if p.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if p.is_symlink() and not p.resolve().is_relative_to(root):
+                skipped += 1
+                continue
+            if p.is_file():
+                files.append(p)
+    return sorted(files), skipped
+
+
 def _cmd_score(args: argparse.Namespace) -> None:
     import numpy as np
+    from PIL import Image
     from tqdm.auto import tqdm
 
     from ddadlib.dataset import atomic_write_bytes
     from ddadlib.imaging import IMAGE_EXTENSIONS, read_image, resize
-    from ddadlib.runs import read_config, score_images
+    from ddadlib.runs import FLOAT_FORMAT, read_config, score_images
 
+    if args.out.is_dir():
+        raise DataError(f"{args.out}: is a folder; --out takes the path of the CSV file to write")
     if args.out.exists() and not args.overwrite:
         raise DataError(f"{args.out}: exists; pass --overwrite to replace it")
     if not args.images.is_dir():
         raise DataError(f"{args.images}: no such folder")
-    files = sorted(p for p in args.images.rglob("*")
-                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files, links = _image_files(args.images)
+    if links:
+        print(f"{args.images}: left out {links} symbolic link(s) that point outside the folder "
+              "or to folders")
     if not files:
         raise DataError(f"{args.images}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
     size = read_config(args.run)["size"]
-    images = np.stack([resize(read_image(p), size) for p in tqdm(files, desc="reading")])
+
+    def read(p: Path) -> np.ndarray:
+        try:
+            return resize(read_image(p), size)
+        except Image.DecompressionBombError as exc:
+            raise DataError(f"{p}: too large to read safely ({exc})") from None
+
+    images = np.stack([read(p) for p in tqdm(files, desc="reading")])
     frame = score_images(args.run, images, [str(p.relative_to(args.images)) for p in files])
-    atomic_write_bytes(args.out, frame.to_csv(index=False, float_format="%.6g").encode())
+    atomic_write_bytes(args.out, frame.to_csv(index=False, float_format=FLOAT_FORMAT).encode())
     print(f"wrote {args.out}: {len(frame):,} images scored")
+    cuts = frame.attrs["thresholds"]
+    if cuts:
+        flagged = ", ".join(f"{n} {int(frame[f'{n}_flag'].sum())} (above {v:.6g})"
+                            for n, v in cuts.items())
+        print(f"flagged at 95% specificity of the run's evaluation: {flagged} of {len(frame):,}; "
+              "*_pct: percentile among its normal test images")
+    else:
+        print(f"{args.run}: not evaluated, so the CSV holds raw scores only (no *_pct "
+              f"percentiles, no *_flag); run `ddad evaluate --run {args.run}` first to get them")
 
 
 def _demo_folder(out: Path, record: dict) -> None:

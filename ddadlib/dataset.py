@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -86,6 +87,18 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None], size: int | None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def stale_temp_files(folder: Path, names: Iterable[str]) -> list[Path]:
+    """Temporary files that a killed :func:`atomic_write` left in ``folder`` for the files
+    ``names`` (``.NAME.<8 random characters>.tmp``, as ``tempfile.mkstemp`` names them); delete
+    them only while no other process can be writing there."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    alternatives = "|".join(re.escape(n) for n in names)
+    pattern = re.compile(rf"\.({alternatives})\.[a-z0-9_]{{8}}\.tmp")
+    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name) and p.is_file())
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

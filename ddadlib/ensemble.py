@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -198,16 +199,35 @@ class _Vectorised:
         return [m.eval() for m in self.template]
 
 
-def _save_checkpoint(path: Path, trainer, epoch: int, cfg: EnsembleConfig) -> None:
-    members = [{n: v.detach().cpu() for n, v in m.state_dict().items()}
+def _checkpoint_blob(trainer, epoch: int, cfg: EnsembleConfig) -> dict:
+    """The training state after ``epoch`` epochs, as copies on the CPU."""
+    members = [{n: v.detach().to("cpu", copy=True) for n, v in m.state_dict().items()}
                for m in _current_members(trainer)]
     adam = [{n: {key: v.cpu() for key, v in st.items()} for n, st in s.items()}
             for s in trainer.adam_states()]
-    blob = {"version": CHECKPOINT_VERSION, "config": cfg.to_dict(), "epoch": epoch,
+    return {"version": CHECKPOINT_VERSION, "config": cfg.to_dict(), "epoch": epoch,
             "members": members, "adam": adam}
+
+
+def _write_checkpoint(path: Path, blob: dict) -> None:
     buf = io.BytesIO()
     torch.save(blob, buf)
     atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+
+
+def nonfinite_members(states: list[dict[str, torch.Tensor]]) -> list[int]:
+    """The 1-based numbers of the members whose weights hold NaN or infinity."""
+    return [k + 1 for k, sd in enumerate(states)
+            if not all(bool(torch.isfinite(v).all()) for v in sd.values() if v.is_floating_point())]
+
+
+def check_finite_weights(states: list[dict[str, torch.Tensor]], what: str) -> None:
+    """A :class:`TrainingError` naming the members of ``what`` whose weights are not finite."""
+    bad = nonfinite_members(states)
+    if bad:
+        raise TrainingError(f"{what}: the weights of member(s) {bad} are not finite (NaN or "
+                            "infinity) after the last step: training diverged, so the run is not "
+                            "finished. Try a lower learning rate or float32, and check the images")
 
 
 def _current_members(trainer) -> list[nn.Module]:
@@ -222,9 +242,31 @@ def _current_members(trainer) -> list[nn.Module]:
     return trainer.members
 
 
+def read_torch_file(path: Path, what: str, error: type[Exception], fix: str) -> dict:
+    """A dict saved with ``torch.save``, read with ``weights_only=True``; a damaged file or one
+    holding more than weights gives ``error`` (one line naming the file, with ``fix``)."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what} file") from None
+    except Exception as exc:  # noqa: BLE001 (torch raises many kinds for a damaged file)
+        if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
+            # torch's own message advises weights_only=False, which would run the file's code
+            raise error(f"{path}: refused: the {what} file holds objects other than weights and "
+                        "may be unsafe; load run folders and model files only from trusted "
+                        "sources") from None
+        text = str(exc).strip()
+        reason = text.splitlines()[0].split(". ")[0][:200] if text else type(exc).__name__
+        raise error(f"{path}: damaged or truncated {what} file ({reason}); {fix}") from None
+    if not isinstance(blob, dict):
+        raise error(f"{path}: not a ddadlib {what} file; {fix}")
+    return blob
+
+
 def load_checkpoint(path: Path, cfg: EnsembleConfig) -> dict:
     """A checkpoint written by :func:`train_ensemble` for the same config (else an error)."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = read_torch_file(path, "checkpoint", TrainingError,
+                           fix="delete it to train that module again from its start")
     if blob.get("version") != CHECKPOINT_VERSION or blob.get("config") != cfg.to_dict():
         raise TrainingError(f"{path}: checkpoint of another configuration "
                             f"({blob.get('config')}); delete it or train into a new folder")
@@ -251,8 +293,9 @@ def train_ensemble(images: torch.Tensor, cfg: EnsembleConfig, *,
 
     ``vectorised=None`` picks the path by device (CUDA: vectorised; otherwise sequential).
     With ``checkpoint``, the state is saved there atomically at most every ``checkpoint_every``
-    seconds and after the last epoch, and a run finds it and resumes. A loss that is not finite
-    stops training with :class:`TrainingError`; the last checkpoint is kept.
+    seconds, after the last epoch and on an interrupt (``KeyboardInterrupt``: the epochs finished
+    so far), and a run finds it and resumes. A loss or final weights that are not finite stop
+    training with :class:`TrainingError`; the last checkpoint is kept.
     """
     device = images.device
     n = images.shape[0]
@@ -279,28 +322,53 @@ def train_ensemble(images: torch.Tensor, cfg: EnsembleConfig, *,
     # without an explicit disable, tqdm's TQDM_DISABLE environment variable still applies
     bar = tqdm(desc=what, unit="member-epoch", initial=start * cfg.k, total=cfg.epochs * cfg.k,
                **({} if progress else {"disable": True}))
-    for epoch in range(start, cfg.epochs):
-        orders = torch.from_numpy(np.stack(
-            [epoch_order(n, cfg.seed, cfg.module, k, epoch=epoch) for k in range(cfg.k)]
-        )).to(device)
-        bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs}")
-        epoch_losses = trainer.epoch(images, orders, bar.update).tolist()
-        bad = [k + 1 for k, v in enumerate(epoch_losses) if not math.isfinite(v)]
-        if bad:
-            kept = f"; the checkpoint {ckpt} of an earlier epoch is kept" if ckpt else ""
-            raise TrainingError(
-                f"{what}: the loss of member(s) {bad} is {epoch_losses} in epoch {epoch + 1}: "
-                f"training diverged. Try a lower learning rate (now {cfg.lr}) or "
-                f"float32 (now {cfg.precision}), and check the images for NaN{kept}")
-        losses.append(epoch_losses)
-        bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs}, "
-                            f"loss {sum(epoch_losses) / len(epoch_losses):.4g}")
-        if on_epoch is not None:
-            on_epoch(epoch, epoch_losses)
-        now = time.perf_counter()
-        if ckpt is not None and (epoch + 1 == cfg.epochs or now - last_save >= checkpoint_every):
-            _save_checkpoint(ckpt, trainer, epoch + 1, cfg)
-            last_save = now
-    bar.close()
+    saved = start  # the epoch the checkpoint on disk holds
+    latest: dict | None = None  # the state after the last finished epoch, not yet on disk
+
+    def save(blob: dict) -> None:
+        check_finite_weights(blob["members"], what)
+        _write_checkpoint(ckpt, blob)
+
+    try:
+        for epoch in range(start, cfg.epochs):
+            orders = torch.from_numpy(np.stack(
+                [epoch_order(n, cfg.seed, cfg.module, k, epoch=epoch) for k in range(cfg.k)]
+            )).to(device)
+            bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs}")
+            epoch_losses = trainer.epoch(images, orders, bar.update).tolist()
+            bad = [k + 1 for k, v in enumerate(epoch_losses) if not math.isfinite(v)]
+            if bad:
+                kept = f"; the checkpoint {ckpt} of an earlier epoch is kept" if ckpt else ""
+                raise TrainingError(
+                    f"{what}: the loss of member(s) {bad} is {epoch_losses} in epoch {epoch + 1}: "
+                    f"training diverged. Try a lower learning rate (now {cfg.lr}) or "
+                    f"float32 (now {cfg.precision}), and check the images for NaN{kept}")
+            losses.append(epoch_losses)
+            bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs}, "
+                                f"loss {sum(epoch_losses) / len(epoch_losses):.4g}")
+            if on_epoch is not None:
+                on_epoch(epoch, epoch_losses)
+            if ckpt is None:
+                continue
+            now = time.perf_counter()
+            blob = _checkpoint_blob(trainer, epoch + 1, cfg)
+            if epoch + 1 == cfg.epochs or now - last_save >= checkpoint_every:
+                latest = None
+                save(blob)
+                saved, last_save = epoch + 1, now
+            else:
+                latest = blob
+    except KeyboardInterrupt:
+        # Ctrl-C (or SIGTERM, which the command line maps to it) keeps the finished epochs.
+        if latest is not None and latest["epoch"] > saved:
+            try:
+                save(latest)
+            except TrainingError:
+                pass
+        raise
+    finally:
+        bar.close()
+    final = [{n: v.detach() for n, v in m.state_dict().items()} for m in _current_members(trainer)]
+    check_finite_weights(final, what)
     return TrainResult(trainer.trained(), losses, time.perf_counter() - t0, start,
                        "vectorised" if vectorised else "sequential")

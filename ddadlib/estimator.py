@@ -12,6 +12,7 @@ is f-AnoGAN trained on Dn only (the paper's Table 2 comparison), with the single
 from __future__ import annotations
 
 import io
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,15 @@ import torch
 from ddadlib.backbones import BACKBONES, AE
 from ddadlib.dataset import atomic_write
 from ddadlib.devices import pick_device, pick_precision, to_tensor
-from ddadlib.ensemble import EnsembleConfig, TrainResult, build_members, train_ensemble
+from ddadlib.ensemble import (
+    EnsembleConfig,
+    TrainResult,
+    build_members,
+    check_finite_weights,
+    nonfinite_members,
+    read_torch_file,
+    train_ensemble,
+)
 from ddadlib.errors import ConfigError, DataError
 from ddadlib.scores import image_scores, score_maps
 
@@ -70,8 +79,8 @@ class DDAD:
         if self.backbone != "fanogan" and self.k < 2:
             raise ConfigError(f"k must be at least 2 (the intra-discrepancy needs 2 members); "
                              f"got {self.k}")
-        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
-            raise ConfigError("epochs >= 1, batch_size >= 2 and lr > 0 are required")
+        if self.epochs < 1 or self.batch_size < 2 or not 0 < self.lr < math.inf:
+            raise ConfigError("epochs >= 1, batch_size >= 2 and a finite lr > 0 are required")
 
     def module_config(self, module: str, size: int) -> EnsembleConfig:
         """The configuration of module ``"A"`` or ``"B"`` for images of ``size`` pixels."""
@@ -224,6 +233,8 @@ class DDAD:
         """Write the fitted model to one file, atomically."""
         self._check_fitted()
         path = Path(path)
+        for name, nets in (("B", self.module_b_), ("A", self.module_a_ or [])):
+            check_finite_weights([_cpu_state(m) for m in nets], f"module {name}")
         blob = {
             "format": MODEL_FORMAT, "version": MODEL_VERSION, "params": self.get_params(),
             "size": self.size_, "precision": self.precision_,
@@ -241,36 +252,56 @@ class DDAD:
     def load(cls, path: str | Path, device: str | None = "auto") -> "DDAD":
         """A model written by :meth:`save`, on ``device`` (default: the best available)."""
         path = Path(path)
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise DataError(f"{path}: no such model file") from None
-        except Exception as exc:  # torch raises several kinds for a damaged file
-            raise DataError(f"{path}: not a readable ddadlib model ({exc})") from None
-        if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        blob = read_torch_file(path, "model", DataError,
+                               fix="train the run again (delete model.pt and rerun `ddad train`)")
+        if blob.get("format") != MODEL_FORMAT:
             raise DataError(f"{path}: not a ddadlib model file")
-        if blob["version"] > MODEL_VERSION:
-            raise DataError(f"{path}: written by a newer ddadlib (format {blob['version']})")
+        if not isinstance(blob.get("version"), int) or blob["version"] > MODEL_VERSION:
+            raise DataError(f"{path}: written by a newer ddadlib (format {blob.get('version')})")
+        missing = [k for k in ("params", "size", "precision", "module_b", "module_a")
+                   if k not in blob]
+        if missing:
+            raise DataError(f"{path}: damaged model file (no {', '.join(missing)})")
         params = dict(blob["params"], device=device)
-        model = cls(**params)
+        try:
+            model = cls(**params)
+        except TypeError as exc:
+            raise DataError(f"{path}: damaged model file (settings: {exc})") from None
         model.device_ = pick_device(device)
         model.precision_ = blob["precision"]
         model.size_ = blob["size"]
         model.history_ = blob.get("history", {})
-        model.module_b_ = model._restore("B", blob["module_b"])
-        model.module_a_ = (model._restore("A", blob["module_a"])
+        model.module_b_ = model._restore("B", blob["module_b"], path)
+        model.module_a_ = (model._restore("A", blob["module_a"], path)
                            if blob["module_a"] is not None else None)
+        if model.module_a_ is None and model.backbone != "fanogan":
+            raise DataError(f"{path}: damaged model file (a {model.backbone} model without "
+                            "module A)")
         return model
 
-    def _restore(self, module: str, states: list[dict]) -> list:
+    def _restore(self, module: str, states: list[dict], path: Path) -> list:
         if self.backbone == "fanogan":
             from ddadlib.fanogan import FAnoGAN
 
             nets = [FAnoGAN(size=self.size_)]
         else:
             nets = build_members(self.module_config(module, self.size_))
+        # zip() would leave networks that the file does not store at their random initialisation
+        if not isinstance(states, list) or len(states) != len(nets):
+            raise DataError(f"{path}: damaged model file: it records {len(nets)} network(s) in "
+                            f"module {module} but stores "
+                            f"{len(states) if isinstance(states, list) else 'none'}")
+        bad = nonfinite_members(states)
+        if bad:
+            raise DataError(f"{path}: the weights of network(s) {bad} of module {module} are not "
+                            "finite (NaN or infinity): the model is unusable; train it again")
         for net, sd in zip(nets, states):
-            net.load_state_dict(sd)
+            try:
+                net.load_state_dict(sd)
+            except (RuntimeError, TypeError, AttributeError) as exc:
+                reason = str(exc).strip().splitlines()[0][:200]
+                raise DataError(f"{path}: damaged model file (module {module}: {reason})") \
+                    from None
         return [net.to(self.device_).eval() for net in nets]
 
     def __repr__(self) -> str:

@@ -125,8 +125,8 @@ def load_results(runs: Iterable[str | Path]) -> pd.DataFrame:
     rows = []
     for run in runs:
         run = Path(run)
+        metrics = load_metrics(run)  # first: "evaluate the run first" is the likelier fix
         cfg = read_config(run)
-        metrics = load_metrics(run)
         log = run / "train_log.json"
         info = json.loads(log.read_text()) if log.is_file() else {}
         for score, m in metrics.items():

@@ -16,12 +16,27 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from ddadlib.seeding import rng
 
 
+def operating_point(labels: np.ndarray, scores: np.ndarray,
+                    specificity: float = 0.95) -> tuple[float, float]:
+    """The threshold and true-positive rate of the ROC point with the highest true-positive rate
+    whose false-positive rate is at most ``1 - specificity``.
+
+    A score *above* the threshold counts as abnormal; the threshold is the highest normal score
+    that must not be flagged (the largest normal score when fewer than ``1 / (1 -
+    specificity)`` normal images are given), so it also serves images scored later.
+    """
+    fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
+    # never empty: the ROC curve starts at (0, 0) with an infinite threshold
+    last = np.flatnonzero(fpr <= 1.0 - specificity + 1e-12)[-1]
+    # thresholds fall: the next one is the first whose inclusion costs too many normal images
+    below = float(thresholds[last + 1]) if last + 1 < len(thresholds) else -np.inf
+    return below, float(tpr[last])
+
+
 def sensitivity_at_specificity(labels: np.ndarray, scores: np.ndarray,
                                specificity: float = 0.95) -> float:
     """The highest true-positive rate whose false-positive rate is at most ``1 - specificity``."""
-    fpr, tpr, _ = roc_curve(labels, scores)
-    ok = fpr <= 1.0 - specificity + 1e-12
-    return float(tpr[ok].max()) if ok.any() else 0.0
+    return operating_point(labels, scores, specificity)[1]
 
 
 def _check(labels: np.ndarray, scores: np.ndarray) -> None:

@@ -33,7 +33,7 @@ from ddadlib.experiments import (
     summarise,
 )
 from ddadlib.provenance import hardware, provenance
-from ddadlib.runs import dataset_fingerprint
+from ddadlib.runs import recorded_fingerprint
 
 Log = Callable[[str], None]
 
@@ -161,8 +161,11 @@ def reproduce(data: str | Path, out: str | Path, protocol: str | Protocol = "cpu
         if "ablation" in experiments:
             raise
         m = common_unlabeled(data, [TABLE_AR])
+    earlier = out / "reproduce.json"
+    fingerprint = recorded_fingerprint(
+        ds, json.loads(earlier.read_text()).get("data_fingerprint") if earlier.is_file() else None)
     record: dict[str, Any] = {
-        "data": str(Path(data).resolve()), "data_fingerprint": dataset_fingerprint(ds),
+        "data": str(Path(data).resolve()), "data_fingerprint": fingerprint,
         "protocol": asdict(proto), "n_unlabeled": m, "experiments": list(experiments),
         "command": command}
     _guard(out, record)

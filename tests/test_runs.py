@@ -162,7 +162,7 @@ def test_evaluate_on_another_dataset_writes_beside_the_run(tiny_runs, tmp_path):
     other = prepare_synthetic(tmp_path / "other32", size=32, n_normal=10, n_test=8,
                               n_unlabeled=4, seed=9, log=lambda s: None)
     metrics = evaluate_run(parent / "ar1.0", other, n_boot=20, figures=False, **quiet)
-    out = parent / "ar1.0" / "eval-other32"
+    (out,) = (parent / "ar1.0").glob("eval-other32-*")  # named and keyed by its fingerprint
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert len(pd.read_csv(out / "scores.csv")) == 16
     assert json.loads((out / "evaluation.json").read_text())["test"] == [8, 8]
