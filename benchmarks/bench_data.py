@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddadlib.dataset import PreparedDataset, write_dataset
-from ddadlib.prepare import prepare_folder
-from ddadlib.splits import make_split
+from ddadlib.data.dataset import PreparedDataset, write_dataset
+from ddadlib.data.prepare import prepare_folder
+from ddadlib.data.splits import make_split
 
 KERMANY = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kermany-cxr128"
 

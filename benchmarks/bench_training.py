@@ -2,7 +2,7 @@
 
 Prints images per second per member for
 
-- ``ours``: ``ddadlib.ensemble.train_ensemble`` on the path it picks for the device
+- ``ours``: ``ddadlib.models.ensemble.train_ensemble`` on the path it picks for the device
   (CPU: members one after the other, channels-last; CUDA: the K members vectorised);
 - ``sequential fp32``: the K members one after the other, float32, plain memory layout, data
   already on the device;
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ddadlib.backbones import build_backbone
-from ddadlib.ensemble import EnsembleConfig, train_ensemble
-from ddadlib.synthetic import generate_synthetic
+from ddadlib.data.synthetic import generate_synthetic
+from ddadlib.models.backbones import build_backbone
+from ddadlib.models.ensemble import EnsembleConfig, train_ensemble
 
 #: Member-images of Table 1 on RSNA: 3 backbones x K = 3 x 250 epochs x (|Dn| + |Dn + Du|).
 TABLE1_MEMBER_IMAGES = 3 * 3 * 250 * (3851 + 3851 + 4000)

@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from ddadlib import __version__
+from ddadlib.data import prepare
+from ddadlib.data.dataset import PreparedDataset, is_prepared
+from ddadlib.data.imaging import IMAGE_EXTENSIONS, MAX_SIZE, MIN_SIZE, read_image, resize
+from ddadlib.data.splits import ar_range, format_sizes, split_sizes
+from ddadlib.data.synthetic import ABNORMALITY_KINDS
 from ddadlib.errors import ConfigError, DataError, TrainingError, disk_full_message
-from ddadlib.imaging import MAX_SIZE, MIN_SIZE
-from ddadlib.synthetic import ABNORMALITY_KINDS
+from ddadlib.fileio import atomic_write_bytes, atomic_write_json
+
+# Each command imports torch, pandas, matplotlib, tqdm and the run layer inside its function, so
+# that `ddad --help` and `ddad prepare` start without them.
 
 # --- argument types, shared by every command: a bad value fails at parse time, in one line ---
 
@@ -371,8 +384,6 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def _prepare_source(args: argparse.Namespace) -> None:
-    from ddadlib import prepare
-
     common = dict(size=args.size, n_normal=args.n_normal, n_test=args.n_test, seed=args.seed,
                   overwrite=args.overwrite)
     if args.source == "synthetic":
@@ -396,9 +407,6 @@ def _prepare_source(args: argparse.Namespace) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
-    from ddadlib.dataset import PreparedDataset
-    from ddadlib.splits import ar_range, format_sizes, split_sizes
-
     ds = PreparedDataset.load(args.data, mmap=True)
     s = split_sizes(ds.split)
     print(f"{ds.root}: {len(ds):,} images of {ds.size}x{ds.size}, source {ds.info.get('source')}")
@@ -416,8 +424,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
 
 def _cmd_samples(args: argparse.Namespace) -> None:
-    from ddadlib.dataset import PreparedDataset
-    from ddadlib.plots import save_figure, sample_grid_of
+    from ddadlib.plots import sample_grid_of, save_figure
 
     if args.out.exists() and not args.overwrite:
         raise DataError(f"{args.out}: exists; pass --overwrite to replace it")
@@ -428,7 +435,8 @@ def _cmd_samples(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from ddadlib.runs import run_config, train_run
+    from ddadlib.runs.config import run_config
+    from ddadlib.runs.train import train_run
 
     cfg = run_config(args.data, backbone=args.backbone, k=args.k, epochs=args.epochs, ar=args.ar,
                      n_unlabeled=args.n_unlabeled, seed=args.seed, batch_size=args.batch_size,
@@ -438,7 +446,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from ddadlib.runs import evaluate_run, format_metrics
+    from ddadlib.runs.evaluate import evaluate_run, format_metrics
 
     metrics = evaluate_run(args.run, args.data, n_boot=args.n_boot, overwrite=args.overwrite)
     print(format_metrics(metrics))
@@ -447,7 +455,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 def _image_files(folder: Path) -> tuple[list[Path], int]:
     """The image files under ``folder`` (sorted), without following symbolic links out of it;
     also how many links were left out."""
-    from ddadlib.imaging import IMAGE_EXTENSIONS
 
     root = folder.resolve()
     files, skipped = [], 0
@@ -466,13 +473,10 @@ def _image_files(folder: Path) -> tuple[list[Path], int]:
 
 
 def _cmd_score(args: argparse.Namespace) -> None:
-    import numpy as np
-    from PIL import Image
     from tqdm.auto import tqdm
 
-    from ddadlib.dataset import atomic_write_bytes
-    from ddadlib.imaging import IMAGE_EXTENSIONS, read_image, resize
-    from ddadlib.runs import FLOAT_FORMAT, read_config, score_images
+    from ddadlib.runs.config import FLOAT_FORMAT, read_config
+    from ddadlib.runs.score import score_images
 
     if args.out.is_dir():
         raise DataError(f"{args.out}: is a folder; --out takes the path of the CSV file to write")
@@ -511,14 +515,11 @@ def _cmd_score(args: argparse.Namespace) -> None:
 
 def _demo_folder(out: Path, record: dict) -> None:
     """Refuse an output folder that holds anything but this same demo; mark it as this demo."""
-    from ddadlib.dataset import atomic_write_json
 
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder; choose another --out")
     marker = out / "demo.json"
     if marker.is_file():
-        import json
-
         try:
             old = json.loads(marker.read_text())
         except (OSError, ValueError) as exc:
@@ -535,14 +536,12 @@ def _demo_folder(out: Path, record: dict) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    import time
-
-    from ddadlib import prepare
-    from ddadlib.dataset import PreparedDataset, is_prepared
+    from ddadlib.detectors import DDAD
     from ddadlib.devices import pick_device
-    from ddadlib.estimator import DDAD
     from ddadlib.plots import sample_grid_of, save_figure
-    from ddadlib.runs import evaluate_run, format_metrics, run_config, train_run
+    from ddadlib.runs.config import run_config
+    from ddadlib.runs.evaluate import evaluate_run, format_metrics
+    from ddadlib.runs.train import train_run
 
     t0 = time.perf_counter()
     epochs = args.epochs if args.epochs is not None else DEMO_EPOCHS
@@ -577,9 +576,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> None:
-    import shlex
-
-    from ddadlib.reproduce import EXPERIMENTS, reproduce
+    from ddadlib.runs.reproduce import EXPERIMENTS, reproduce
 
     reproduce(args.data, args.out, args.protocol, experiments=args.experiments or EXPERIMENTS,
               seeds=args.seeds, epochs=args.epochs, fanogan_epochs=args.fanogan_epochs,

@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
+
+from ddadlib.fileio import atomic_write_bytes
+from ddadlib.paper import SCORE_TITLES
 
 __all__ = [
     "KIND_COLORS",
@@ -194,7 +198,7 @@ def plot_sample_grid(
 
 
 def sample_grid_of(dataset: Any, n_per_class: int = 8, seed: int = 0) -> Figure:
-    """:func:`plot_sample_grid` of a :class:`~ddadlib.dataset.PreparedDataset`.
+    """:func:`plot_sample_grid` of a :class:`~ddadlib.data.dataset.PreparedDataset`.
 
     Abnormal images show their pixel masks where the dataset has them (the synthetic set),
     else their boxes (RSNA, VinBigData); captions are the manifest's ``finding``.
@@ -212,7 +216,6 @@ def sample_grid_of(dataset: Any, n_per_class: int = 8, seed: int = 0) -> Figure:
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     """Save a figure as PNG (or the format its suffix names), atomically."""
-    from ddadlib.dataset import atomic_write_bytes
 
     path = Path(path)
     buf = io.BytesIO()
@@ -225,14 +228,6 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
 
 _CLASS_COLORS = ("#0072b2", "#d55e00")
 """Normal (blue) and abnormal (vermillion): distinct for colour-blind readers and in grayscale."""
-
-_SCORE_TITLES: dict[str, str] = {
-    "rec": "Rec (single network)",
-    "rec_ensemble": "Rec (ensemble)",
-    "intra": "Intra-discrepancy",
-    "inter": "Inter-discrepancy",
-}
-"""Readable names of :data:`ddadlib.scores.SCORES`; other names are shown as given."""
 
 _MAP_TITLES: dict[str, str] = {
     "mu_A": r"$\mu_A$ (module A)",
@@ -279,7 +274,7 @@ def plot_score_histograms(
     follow the dict's order; up to 4 make one row, more wrap onto rows of 3 (4 above 6), or of
     ``ncols``.
     ``labels``: ``(N,)``, 0 normal, 1 abnormal. ``metrics`` (optional): name -> the dict of
-    :func:`ddadlib.metrics.score_metrics`; its ``"auc"`` (and ``"auc_std"`` over members) goes
+    :func:`ddadlib.scoring.metrics.score_metrics`; its ``"auc"`` (and ``"auc_std"`` over members) goes
     into the panel's title.
 
     Each score is min-max normalised to [0, 1] over all N images, as in the paper, so the panels
@@ -324,7 +319,7 @@ def plot_score_histograms(
             if counts[cls]:
                 ax.hist(values[labs == cls], bins=edges, density=True, histtype="stepfilled",
                         facecolor=to_rgba(color, 0.4), edgecolor=color, linewidth=1.2)
-        lines = [_SCORE_TITLES.get(name, name)]
+        lines = [SCORE_TITLES.get(name, name)]
         if members is not None:
             lines.append(f"network 1 of {members}")
         info = (metrics or {}).get(name) or {}
@@ -404,7 +399,7 @@ def plot_score_maps(
     ``images``: (N, S, S) or (N, 1, S, S), uint8 (shown on 0..255) or float (shown on -1..1,
     the model's range, when inside it). ``maps``: name -> (N, S, S) or (N, 1, S, S), one column
     each in the dict's order; a per-member map (K, N, 1, S, S) or (K, N, S, S), such as the
-    ``rec`` of :meth:`ddadlib.estimator.DDAD.score_maps`, shows its first member. Maps
+    ``rec`` of :meth:`ddadlib.detectors.DDAD.score_maps`, shows its first member. Maps
     whose name starts with ``mu`` (``mu_A``, ``mu_B``) or names a reconstruction are drawn in
     gray, on the input's range when both are float; the others (``intra``, ``inter``, ``rec``,
     ...) with the ``inferno`` colormap. ``labels`` (optional) adds "normal"/"abnormal" to the row
@@ -570,7 +565,6 @@ def draw_ar_curve(
     marked_ar: float | None = None,
 ) -> None:
     """Draw the AUC-against-AR curves of :func:`plot_ar_curve` into the axes ``ax``."""
-    import pandas as pd
 
     frame = pd.DataFrame(results)
     frame = frame[frame["score"].isin(list(scores)) & frame["ar"].notna()]
@@ -587,7 +581,7 @@ def draw_ar_curve(
         color = _SCORE_COLORS.get(name, "0.3")
         n = int(stats["count"].min())
         ax.plot(stats["ar"], stats["mean"], "o-", color=color,
-                label=f"{_SCORE_TITLES.get(name, name)} (ours, {n} seed{'s' * (n > 1)})")
+                label=f"{SCORE_TITLES.get(name, name)} (ours, {n} seed{'s' * (n > 1)})")
         if n > 1:
             ax.fill_between(stats["ar"], stats["mean"] - stats["std"],
                             stats["mean"] + stats["std"], color=color, alpha=0.2, linewidth=0)
@@ -597,7 +591,7 @@ def draw_ar_curve(
                     markeredgecolor="black")
         if reference and name in reference and reference_ars is not None:
             ax.plot(reference_ars, reference[name], "--", color=color, alpha=0.8,
-                    label=f"{_SCORE_TITLES.get(name, name)} ({reference_label})")
+                    label=f"{SCORE_TITLES.get(name, name)} ({reference_label})")
     if marked_ar is not None:
         ax.axvline(marked_ar, color="0.4", linewidth=1, linestyle=":")
     ax.set_xlabel("anomaly rate (AR) of the unlabeled set Du")
@@ -620,7 +614,7 @@ def plot_ar_curve(
     """AUC against the anomaly rate of Du (the paper's AR ablation): mean over seeds with a
     band of ± one standard deviation, one line per score.
 
-    ``results``: the table of :func:`ddadlib.experiments.load_results` (columns backbone, ar,
+    ``results``: the table of :func:`ddadlib.runs.grid.load_results` (columns backbone, ar,
     seed, score, auc), of one backbone. ``reference``: score -> AUCs at ``reference_ars``, drawn
     dashed (the paper's numbers). ``marked_ar``: that AR is marked.
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -47,7 +48,6 @@ def provenance() -> dict:
 
 def hardware() -> dict:
     """The processor, its core count, torch's thread count and the GPU (if any) of this run."""
-    import os
 
     import torch
 

@@ -189,7 +189,7 @@ def execute(path: Path, dest: Path, mode: str, src_root: Path) -> float:
         nbformat.write(nb, failed)
         print(f"\nFAILED: {path.relative_to(path.parents[1])}: a cell raised an error "
               f"(partial output in {failed}):\n{err}", file=sys.stderr)
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     seconds = time.perf_counter() - start
     widgets = replace_widgets(nb)
     for cell in nb.cells:

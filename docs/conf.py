@@ -56,8 +56,9 @@ commonly used names (``DDAD``, ``PreparedDataset``, ``draw_unlabeled``, ...), so
 def _write_api_index() -> None:
     import pkgutil
 
-    modules = sorted(m.name for m in pkgutil.iter_modules(ddadlib.__path__, "ddadlib.")
-                     if not m.name.rsplit(".", 1)[1].startswith("_"))
+    # every module of every subpackage (ddadlib.data.prepare, ...), the subpackages too
+    modules = sorted(m.name for m in pkgutil.walk_packages(ddadlib.__path__, "ddadlib.")
+                     if not any(part.startswith("_") for part in m.name.split(".")))
     text = API_INTRO + "".join(f"   {name}\n" for name in modules)
     index = DOCS / "api" / "index.rst"
     index.parent.mkdir(exist_ok=True)

@@ -61,7 +61,7 @@ class JupyterLab:
             Path(d).mkdir(parents=True, exist_ok=True)
         return {k: str(v) for k, v in dirs.items()}
 
-    def __enter__(self) -> "JupyterLab":
+    def __enter__(self) -> JupyterLab:
         env = {**self.env, **self._write_settings()}
         cmd = [sys.executable, "-m", "jupyterlab", "--no-browser",
                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddadlib.records import Box, ImageRecord
+from ddadlib.data.records import Box, ImageRecord
 
 __all__ = [
     "SHAPE",

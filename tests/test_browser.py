@@ -23,7 +23,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from browser_lab import JupyterLab
 
 pytestmark = pytest.mark.browser

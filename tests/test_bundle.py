@@ -12,10 +12,10 @@ import pytest
 from conftest import KERMANY, requires_kermany
 
 from ddadlib.cli import main
-from ddadlib.dataset import PreparedDataset
-from ddadlib.imaging import read_image, resize
-from ddadlib.kermany import BUNDLE, NOTICE, bundle_sha256, load_bundle, select_rows
-from ddadlib.splits import _part_lists, ar_range, max_unlabeled, split_sizes
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.data.imaging import read_image, resize
+from ddadlib.data.kermany import BUNDLE, NOTICE, bundle_sha256, load_bundle, select_rows
+from ddadlib.data.splits import ar_range, max_unlabeled, part_lists, split_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,9 +94,9 @@ def test_prepare_kermany_lets_m_500_at_every_ar(prepared):
     assert min(max_unlabeled(prepared.split, ar / 10) for ar in range(11)) == 500
     # patients stay on one side
     pid = dict(zip(prepared.manifest["id"], prepared.manifest["patient_id"]))
-    sides = [{pid[i] for i in ids} for part, ids in _part_lists(prepared.split).items()
+    sides = [{pid[i] for i in ids} for part, ids in part_lists(prepared.split).items()
              if not part.startswith("pool")]
-    pools = {pid[i] for part, ids in _part_lists(prepared.split).items()
+    pools = {pid[i] for part, ids in part_lists(prepared.split).items()
              if part.startswith("pool") for i in ids}
     sides.append(pools)
     assert sum(len(x) for x in sides) == len(set().union(*sides))

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-import ddadlib.prepare as prep
+import ddadlib.data.prepare as prep
 from ddadlib.cli import main
 from ddadlib.errors import DiskFullError, disk_full_message
 

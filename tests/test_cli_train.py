@@ -7,7 +7,7 @@ import pandas as pd
 from PIL import Image
 
 from ddadlib.cli import main
-from ddadlib.dataset import PreparedDataset
+from ddadlib.data.dataset import PreparedDataset
 
 
 def test_train_evaluate_score(tiny_synthetic, tmp_path, capsys):

@@ -11,12 +11,12 @@ import pytest
 from conftest import write_png
 from PIL import Image
 
-import ddadlib.dataset as dataset_mod
-import ddadlib.prepare as prep
-from ddadlib.dataset import STAGING, PreparedDataset, settle_dataset
+import ddadlib.data.dataset as dataset_mod
+import ddadlib.data.prepare as prep
+from ddadlib.data.dataset import STAGING, PreparedDataset, settle_dataset
+from ddadlib.data.imaging import read_image
+from ddadlib.data.prepare import prepare_folder
 from ddadlib.errors import DataError
-from ddadlib.imaging import read_image
-from ddadlib.prepare import prepare_folder
 
 KW = {"size": 16, "n_normal": 12, "n_test": 6, "log": lambda s: None, "workers": 1}
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ddadlib.cli import main
-from ddadlib.dataset import PreparedDataset
+from ddadlib.data.dataset import PreparedDataset
 
 
 def test_demo_runs_on_the_bundled_xrays_and_reuses_its_folder(tmp_path, capsys):

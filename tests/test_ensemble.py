@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ddadlib.ensemble import EnsembleConfig, batch_starts, build_members, train_ensemble
 from ddadlib.errors import TrainingError
+from ddadlib.models.ensemble import EnsembleConfig, batch_starts, build_members, train_ensemble
 
 
 def max_weight_diff(a, b) -> float:
@@ -111,7 +111,7 @@ def test_progress_bar_honours_tqdm_disable():
     import subprocess
     import sys
 
-    code = ("import torch; from ddadlib.ensemble import EnsembleConfig, train_ensemble; "
+    code = ("import torch; from ddadlib.models.ensemble import EnsembleConfig, train_ensemble; "
             "train_ensemble(torch.rand(20, 1, 32, 32) * 2 - 1, "
             "EnsembleConfig(k=2, epochs=1, batch_size=16, size=32))")
     env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}

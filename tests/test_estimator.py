@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from ddadlib.dataset import PreparedDataset
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.detectors import DDAD
 from ddadlib.errors import ConfigError, DataError
-from ddadlib.estimator import DDAD
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ddadlib.errors import TrainingError
-from ddadlib.fanogan import (
+from ddadlib.models.fanogan import (
     CHUNK,
     LATENT_DIM,
     Critic,

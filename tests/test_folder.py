@@ -1,7 +1,7 @@
 import pytest
 
+from ddadlib.data.folder import folder_records
 from ddadlib.errors import DataError
-from ddadlib.folder import folder_records
 
 
 def test_subfolders_map_normal_names(class_folder):
@@ -111,7 +111,7 @@ KERMANY_REGEX = r"(person\d+|(?:NORMAL2-)?IM-\d+)"
 def test_patient_regex_on_kermany_names(tmp_path):
     from conftest import write_png
 
-    from ddadlib.folder import patient_ids_from_names
+    from ddadlib.data.folder import patient_ids_from_names
 
     names = ["PNEUMONIA/person123_bacteria_456.jpeg", "PNEUMONIA/person123_virus_9.jpeg",
              "NORMAL/IM-0001-0001.jpeg", "NORMAL/NORMAL2-IM-0012-0001.jpeg"]
@@ -150,7 +150,7 @@ def test_patient_regex_and_csv_patient_ids_do_not_mix(csv_folder):
 def test_the_readme_regexes(regex, name, patient):
     from pathlib import Path
 
-    from ddadlib.folder import patient_ids_from_names
+    from ddadlib.data.folder import patient_ids_from_names
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert f"`'{regex.replace('|', chr(92) + '|')}'`" in readme

@@ -2,11 +2,11 @@
 
 import pandas as pd
 import pytest
-
 from conftest import KERMANY, requires_kermany
+
 from ddadlib.cli import main
-from ddadlib.dataset import PreparedDataset
-from ddadlib.splits import _part_lists, split_sizes
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.data.splits import part_lists, split_sizes
 
 pytestmark = requires_kermany()
 
@@ -29,7 +29,7 @@ def test_sizes_and_labels(kermany):
 def test_patients_and_duplicates_stay_in_one_part(kermany):
     labels = pd.read_csv(KERMANY / "labels.csv", dtype=str)
     part_of = {}
-    for part, ids in _part_lists(kermany.split).items():
+    for part, ids in part_lists(kermany.split).items():
         for i in ids:
             part_of[i] = "pools" if part.startswith("pool") else part
     labels["part"] = labels["filename"].map(part_of)
@@ -58,7 +58,7 @@ KERMANY_REGEX = r"(person\d+|(?:NORMAL2-)?IM-\d+)"
 
 
 def test_patient_regex_finds_the_patient_ids_of_labels_csv():
-    from ddadlib.folder import patient_ids_from_names
+    from ddadlib.data.folder import patient_ids_from_names
 
     labels = pd.read_csv(KERMANY / "labels.csv", dtype=str)
     got = patient_ids_from_names(labels["filename"].tolist(), KERMANY_REGEX, str(KERMANY))
@@ -88,6 +88,6 @@ def test_class_subfolders_with_patient_regex(tmp_path, capsys):
     assert ds.manifest.set_index("id")["patient_id"].to_dict() == want.to_dict()
     assert want.nunique() < len(want)  # some patients have several images here
     side = {i: ("test" if part.startswith("test") else "training")
-            for part, ids in _part_lists(ds.split).items() for i in ids}
+            for part, ids in part_lists(ds.split).items() for i in ids}
     by_patient = ds.manifest.assign(side=ds.manifest["id"].map(side)).groupby("patient_id")
     assert (by_patient["side"].nunique() == 1).all()

@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from ddadlib.metrics import (bootstrap_auc, evaluate_scores, pixel_auc, score_metrics,
-                             sensitivity_at_specificity)
+from ddadlib.scoring.metrics import (
+    bootstrap_auc,
+    evaluate_scores,
+    pixel_auc,
+    score_metrics,
+    sensitivity_at_specificity,
+)
 
 
 @pytest.fixture
@@ -85,7 +90,7 @@ def test_evaluate_scores_adds_pixel_auc_where_maps_exist(data):
 
 def test_bootstrap_statistic_is_the_roc_auc(data, monkeypatch):
     """The vectorised resample AUC (Mann-Whitney U) equals scikit-learn's on each resample."""
-    import ddadlib.metrics as metrics
+    import ddadlib.scoring.metrics as metrics
 
     labels, scores = data
     scores = np.round(scores, 1)  # with ties

@@ -53,7 +53,7 @@ def test_torch_range_admits_preinstalled_gpu_builds():
 def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
     text = (ROOT / "README.md").read_text()
     block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
-    lines = [l for l in block.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    lines = [s for s in block.splitlines() if s.strip() and not s.lstrip().startswith("#")]
     assert len(lines) == 2
     assert "ddad demo" in lines[0] and "pytest" in lines[1]
     assert text.index("```bash") < 200
@@ -97,9 +97,9 @@ def test_wheel_and_sdist_carry_the_bundled_xrays_and_their_notice(tmp_path):
     with zipfile.ZipFile(next(dist.glob("*.whl"))) as whl, \
             tarfile.open(next(dist.glob("*.tar.gz"))) as tar:
         wheel, sdist = whl.namelist(), tar.getnames()
-        bundled = whl.read("ddadlib/data_files/kermany64.npz")
-    for name in ("ddadlib/data_files/kermany64.npz", "ddadlib/data_files/NOTICE.md"):
+        bundled = whl.read("ddadlib/data/files/kermany64.npz")
+    for name in ("ddadlib/data/files/kermany64.npz", "ddadlib/data/files/NOTICE.md"):
         assert name in wheel
         assert any(n.endswith("/" + name) for n in sdist)
     assert any(n.endswith("licenses/DATA_NOTICE.md") for n in wheel)
-    assert bundled == (ROOT / "ddadlib/data_files/kermany64.npz").read_bytes()
+    assert bundled == (ROOT / "ddadlib/data/files/kermany64.npz").read_bytes()

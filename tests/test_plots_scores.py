@@ -300,7 +300,7 @@ def test_pick_small_classes_give_what_they_have():
 
 def test_every_ddad_score_has_a_readable_panel_title():
     pytest.importorskip("torch")
-    from ddadlib.scores import SCORES
+    from ddadlib.paper import SCORE_NAMES as SCORES
 
     fig = plot_score_histograms({name: np.arange(N, dtype=float) for name in SCORES}, LABELS)
     titles = [ax.get_title() for ax in fig.axes]

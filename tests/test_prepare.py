@@ -4,12 +4,12 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import write_png
-from ddadlib.dataset import PreparedDataset
+
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.data.prepare import default_sizes, prepare_folder
+from ddadlib.data.splits import group_images, part_lists, split_sizes, validate_split
 from ddadlib.errors import DataError
-from ddadlib.prepare import default_sizes, prepare_folder
-from ddadlib.splits import _part_lists, group_images, split_sizes, validate_split
 
 
 def test_prepare_folder_writes_a_loadable_dataset(csv_folder, tmp_path):
@@ -57,8 +57,8 @@ def test_default_sizes_are_stated_and_used(class_folder, tmp_path):
     assert default_sizes([0] * 1341 + [1] * 3875) == {"n_normal": 503, "n_test": 335}
     lines = []
     prepare_folder(class_folder, tmp_path / "d", size=16, log=lines.append)
-    assert any("Dn 12 normal; pools 13 normal + 15 abnormal; test 5 normal + 5 abnormal" in l
-               for l in lines)
+    assert any("Dn 12 normal; pools 13 normal + 15 abnormal; test 5 normal + 5 abnormal" in line
+               for line in lines)
 
 
 def test_refuses_to_overwrite_without_flag(csv_folder, tmp_path):
@@ -96,13 +96,13 @@ def test_skip_mode_reports_and_saves_skipped_files(csv_folder, tmp_path):
     skipped = pd.read_csv(out / "skipped.csv")
     assert skipped["id"].tolist() == ["img/b05.png"]
     assert "b05.png" in skipped["error"].iloc[0]
-    assert any("skipped 1 of 73" in l for l in lines)
+    assert any("skipped 1 of 73" in line for line in lines)
     ds = PreparedDataset.load(out)
     assert len(ds) == 72 and ds.info["n_skipped"] == 1
 
 
 def test_resume_reuses_decoded_chunks(tmp_path, monkeypatch):
-    import ddadlib.prepare as prep
+    import ddadlib.data.prepare as prep
 
     root = tmp_path / "many"
     for i in range(20):
@@ -135,7 +135,7 @@ def test_resume_reuses_decoded_chunks(tmp_path, monkeypatch):
 
 
 def test_parallel_decoding_matches_serial(class_folder, tmp_path):
-    import ddadlib.prepare as prep
+    import ddadlib.data.prepare as prep
 
     prep_kw = dict(size=16, log=lambda s: None)
     prepare_folder(class_folder, tmp_path / "serial", workers=1, **prep_kw)
@@ -151,7 +151,6 @@ def test_parallel_decoding_matches_serial(class_folder, tmp_path):
 
 
 def test_split_file_is_used_as_is(csv_folder, tmp_path):
-    ids = sorted(f"img/a{i:02d}.png" for i in range(40))
     normal = [f"a{i:02d}.png" for i in list(range(0, 6)) + list(range(9, 12))]
     pool0 = [f"a{i:02d}.png" for i in range(6, 9)] + ["dup0.png", "dup1.png", "dup2.png"]
     split = {"train": {"0": normal,
@@ -184,7 +183,7 @@ def test_load_errors(tmp_path):
 
 def _side_of(split):
     side = {}
-    for part, ids in _part_lists(split).items():
+    for part, ids in part_lists(split).items():
         for i in ids:
             side[i] = part
     return side
@@ -271,7 +270,7 @@ def test_sizes_that_cannot_be_met_name_the_largest(nih_folder, tmp_path):
 
 
 def test_one_class_fails_before_decoding(tmp_path, monkeypatch):
-    import ddadlib.prepare as prep
+    import ddadlib.data.prepare as prep
 
     root = tmp_path / "only"
     for i in range(6):

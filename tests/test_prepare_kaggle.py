@@ -2,16 +2,21 @@
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
-
-from dicom_fixtures import (SHAPE, bright_square, make_rsna_download, make_vinbigdata_download,
-                            pattern_image, write_dicom)
-from ddadlib.cli import main
-from ddadlib.dataset import PreparedDataset
 from conftest import write_png
-from ddadlib.splits import _part_lists, split_sizes
+from dicom_fixtures import (
+    SHAPE,
+    bright_square,
+    make_rsna_download,
+    make_vinbigdata_download,
+    pattern_image,
+    write_dicom,
+)
+
+from ddadlib.cli import main
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.data.splits import part_lists, split_sizes
 
 
 @pytest.fixture
@@ -128,7 +133,7 @@ def test_folder_of_dicom_and_png(tmp_path, capsys):
     assert len(ds) == 32 and ds.info["n_groups"] == 17
     dcm = [i for i in ds.ids if i.endswith((".dcm", ".dicom"))]
     assert (ds.images[ds.indices(dcm)] == ds.images[ds.indices(dcm[:1])]).all()
-    parts = {p: set(ids) for p, ids in _part_lists(ds.split).items()}
+    parts = {p: set(ids) for p, ids in part_lists(ds.split).items()}
     holding = {p for p, ids in parts.items() if ids & set(dcm)}
     assert holding <= {"pool_normal", "pool_abnormal"}
 

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 
 from ddadlib.cli import main
-from ddadlib.dataset import PreparedDataset
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.data.prepare import prepare_synthetic
+from ddadlib.data.splits import draw_unlabeled, split_sizes
 from ddadlib.errors import DataError
-from ddadlib.prepare import prepare_synthetic
-from ddadlib.splits import draw_unlabeled, split_sizes
 
 SMALL = dict(n_normal=30, n_test=10, n_unlabeled=24, log=lambda s: None)
 

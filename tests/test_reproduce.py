@@ -10,7 +10,8 @@ import pytest
 from ddadlib import course
 from ddadlib.cli import main
 from ddadlib.errors import ConfigError, DataError
-from ddadlib.experiments import (
+from ddadlib.paper import PAPER, PAPER_ARS
+from ddadlib.runs.grid import (
     common_unlabeled,
     format_mean_sd,
     load_results,
@@ -18,7 +19,7 @@ from ddadlib.experiments import (
     run_name,
     summarise,
 )
-from ddadlib.reproduce import PAPER, PAPER_ARS, PROTOCOLS, plan, reproduce
+from ddadlib.runs.reproduce import PROTOCOLS, plan, reproduce
 
 
 @pytest.fixture(scope="module")

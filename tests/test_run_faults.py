@@ -15,11 +15,13 @@ import pytest
 import torch
 
 from ddadlib.cli import main
-from ddadlib.dataset import PreparedDataset
-from ddadlib.ensemble import EnsembleConfig, _Sequential, _Vectorised, train_ensemble
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.detectors import DDAD
 from ddadlib.errors import DataError, TrainingError
-from ddadlib.estimator import DDAD
-from ddadlib.runs import dataset_fingerprint, evaluate_run, run_config, train_run
+from ddadlib.models.ensemble import EnsembleConfig, _Sequential, _Vectorised, train_ensemble
+from ddadlib.runs.config import dataset_fingerprint, run_config
+from ddadlib.runs.evaluate import evaluate_run
+from ddadlib.runs.train import train_run
 
 quiet = {"log": lambda s: None}
 TRAIN = ["--k", "2", "--epochs", "1", "--ar", "0.5", "--n-unlabeled", "10", "--seed", "2",
@@ -189,7 +191,7 @@ def test_evaluate_refuses_a_dataset_changed_since_training(trained, tmp_path, ca
 
 
 def test_two_datasets_of_one_name_do_not_share_an_evaluation(trained, tmp_path):
-    from ddadlib.prepare import prepare_synthetic
+    from ddadlib.data.prepare import prepare_synthetic
 
     run = _copy_run(trained[0], tmp_path / "run")
     got = []
@@ -206,7 +208,7 @@ def test_two_datasets_of_one_name_do_not_share_an_evaluation(trained, tmp_path):
 
 # -- half-written state ----------------------------------------------------------------------
 def test_stopped_evaluation_is_redone_with_its_figures(trained, tmp_path, monkeypatch):
-    from ddadlib import runs
+    from ddadlib.runs import evaluate as runs
 
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
@@ -329,7 +331,7 @@ def test_a_second_trainer_of_one_folder_is_refused(trained, tmp_path, capsys):
 
 
 def test_runs_recorded_with_the_older_fingerprint_still_match(trained, tmp_path):
-    from ddadlib.runs import _manifest_fingerprint
+    from ddadlib.runs.config import _manifest_fingerprint
 
     run = _copy_run(trained[0], tmp_path / "run")
     cfg = json.loads((run / "config.json").read_text())

@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
+from ddadlib.detectors import DDAD
 from ddadlib.errors import DataError
-from ddadlib.estimator import DDAD
-from ddadlib.runs import evaluate_run, read_config, run_config, train_run
+from ddadlib.runs.config import read_config, run_config
+from ddadlib.runs.evaluate import evaluate_run
+from ddadlib.runs.train import train_run
 
 quiet = dict(log=lambda s: None)
 
@@ -156,7 +158,7 @@ def test_interrupted_run_resumes_from_its_checkpoints(tiny_synthetic, tmp_path, 
 
 
 def test_evaluate_on_another_dataset_writes_beside_the_run(tiny_runs, tmp_path):
-    from ddadlib.prepare import prepare_synthetic
+    from ddadlib.data.prepare import prepare_synthetic
 
     parent, _ = tiny_runs
     other = prepare_synthetic(tmp_path / "other32", size=32, n_normal=10, n_test=8,

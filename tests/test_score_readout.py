@@ -10,8 +10,11 @@ import pytest
 from PIL import Image
 
 from ddadlib.cli import main
-from ddadlib.dataset import PreparedDataset
-from ddadlib.runs import evaluate_run, run_config, score_images, train_run
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.runs.config import run_config
+from ddadlib.runs.evaluate import evaluate_run
+from ddadlib.runs.score import score_images
+from ddadlib.runs.train import train_run
 
 quiet = {"log": lambda s: None}
 SCORES = ("rec", "rec_ensemble", "intra", "inter")
@@ -40,7 +43,7 @@ def images(tmp_path):
 
 
 def test_operating_point_is_the_one_of_sens_at_95_spec():
-    from ddadlib.metrics import operating_point, sensitivity_at_specificity
+    from ddadlib.scoring.metrics import operating_point, sensitivity_at_specificity
 
     g = np.random.default_rng(1)
     labels = np.r_[np.zeros(200), np.ones(100)].astype(int)
@@ -126,7 +129,7 @@ def test_image_above_pillows_limit_gives_one_line(runs, images, tmp_path, capsys
 def test_sens_at_95_spec_is_exact_with_tied_scores():
     """The highest sensitivity of any threshold that flags at most 5% of the normal images (the
     ROC curve's dropped intermediate points once hid some of them where scores tie)."""
-    from ddadlib.metrics import operating_point, sensitivity_at_specificity
+    from ddadlib.scoring.metrics import operating_point, sensitivity_at_specificity
 
     g = np.random.default_rng(0)
     for _ in range(300):

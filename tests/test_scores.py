@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from ddadlib.scores import (image_scores, inter_map, intra_map, rec_ensemble_map, rec_map,
-                            score_maps, uncertainty)
+from ddadlib.scoring.scores import (
+    image_scores,
+    inter_map,
+    intra_map,
+    rec_ensemble_map,
+    rec_map,
+    score_maps,
+    uncertainty,
+)
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddadlib.errors import DataError
-from ddadlib.splits import (
-    _part_lists,
+from ddadlib.data.splits import (
     ar_range,
     draw_unlabeled,
     group_images,
@@ -16,10 +14,12 @@ from ddadlib.splits import (
     make_split,
     max_unlabeled,
     n_abnormal_at,
+    part_lists,
     split_from_file,
     split_sizes,
     validate_split,
 )
+from ddadlib.errors import DataError
 
 
 def toy(n0=60, n1=40):
@@ -68,8 +68,8 @@ def test_make_split_is_seeded_and_not_first_n():
 def test_make_split_keeps_groups_together():
     rng = np.random.default_rng(0)
     ids, labels = toy(200, 120)
-    patients = [f"p{rng.integers(0, 90)}" if l == 0 else f"q{rng.integers(0, 60)}"
-                for l in labels]
+    patients = [f"p{rng.integers(0, 90)}" if lab == 0 else f"q{rng.integers(0, 60)}"
+                for lab in labels]
     groups = group_images(patients, [None] * len(ids))
     split = make_split(ids, labels, n_normal=60, n_test=30, seed=3, groups=groups)
     validate_split(split, ids, labels, groups)  # raises when a group crosses parts
@@ -205,12 +205,12 @@ def test_mixed_patients_land_in_test_or_pools_never_dn():
     ids, labels, patients = mixed_structure()
     groups = group_images(patients, [None] * len(ids))
     names = group_names(patients, [None] * len(ids), groups)
-    mixed = {p for p in patients if {l for q, l in zip(patients, labels) if q == p} == {0, 1}}
+    mixed = {p for p in patients if {lab for q, lab in zip(patients, labels) if q == p} == {0, 1}}
     places = set()
     for seed in range(10):
         split = make_split(ids, labels, n_normal=8, n_test=5, seed=seed, groups=groups)
         validate_split(split, ids, labels, groups, names=names)
-        side = {i: part for part, members in _part_lists(split).items() for i in members}
+        side = {i: part for part, members in part_lists(split).items() for i in members}
         for p in mixed:
             held = frozenset(side[i] for i, q in zip(ids, patients) if q == p)
             assert "normal" not in held
@@ -319,7 +319,7 @@ def test_property_no_group_crosses_training_and_test(structure, singles0, single
     sizes = split_sizes(split)
     assert (sizes["normal"], sizes["test_normal"], sizes["test_abnormal"]) == \
         (n_normal, n_test, n_test)
-    side = {i: part for part, members in _part_lists(split).items() for i in members}
+    side = {i: part for part, members in part_lists(split).items() for i in members}
     assert sorted(side) == sorted(ids)
     for g, _ in enumerate(structure):
         held = {side[i] for i, h in zip(ids, groups) if h == g}

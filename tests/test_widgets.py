@@ -13,9 +13,11 @@ matplotlib.use("Agg")
 
 from matplotlib.figure import Figure  # noqa: E402
 
+from ddadlib.course.widgets import ARSlider, HistogramExplorer, ImageBrowser, _png  # noqa: E402
 from ddadlib.errors import DataError  # noqa: E402
-from ddadlib.runs import evaluate_run, run_config, train_run  # noqa: E402
-from ddadlib.widgets import ARSlider, HistogramExplorer, ImageBrowser, _png  # noqa: E402
+from ddadlib.runs.config import run_config
+from ddadlib.runs.evaluate import evaluate_run
+from ddadlib.runs.train import train_run  # noqa: E402
 
 quiet = dict(log=lambda s: None)
 

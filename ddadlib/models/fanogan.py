@@ -5,7 +5,7 @@ The DDAD authors' code does not include f-AnoGAN; the paper fixes only the metho
 then an izi_f encoder with generator and critic frozen, the izi_f residual as anomaly score,
 kappa = 1). Every other setting below is this module's choice, sized like the DDAD autoencoders
 (``backbones.py``, "the same 64x64 budget"). Written for 64x64; other square sizes (a power of two,
-at least 8) add or drop stride-2 stages exactly as :func:`ddadlib.backbones.stage_channels` does.
+at least 8) add or drop stride-2 stages exactly as :func:`ddadlib.models.backbones.stage_channels` does.
 
 Networks (S = 64; channels 16-32-64-64 as the AE):
 
@@ -50,9 +50,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ddadlib.backbones import BOTTLENECK_SIZE, stage_channels
-from ddadlib.ensemble import batch_starts
 from ddadlib.errors import TrainingError
+from ddadlib.models.backbones import BOTTLENECK_SIZE, stage_channels
+from ddadlib.models.ensemble import batch_starts
 from ddadlib.seeding import derive_seed, epoch_order, torch_seed
 
 #: Dimension of the generator's latent space (the f-AnoGAN paper's 128).

@@ -19,9 +19,7 @@ resumes on either.
 from __future__ import annotations
 
 import copy
-import io
 import math
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,13 +31,16 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
-from ddadlib.backbones import AE, build_backbone
-from ddadlib.dataset import atomic_write
 from ddadlib.devices import autocast
 from ddadlib.errors import TrainingError
+from ddadlib.models.backbones import AE, build_backbone
+from ddadlib.models.checkpoints import (
+    CHECKPOINT_VERSION,
+    check_finite_weights,
+    load_checkpoint,
+    write_checkpoint,
+)
 from ddadlib.seeding import derive_seed, epoch_order, torch_seed
-
-CHECKPOINT_VERSION = 1
 
 
 @dataclass
@@ -209,27 +210,6 @@ def _checkpoint_blob(trainer, epoch: int, cfg: EnsembleConfig) -> dict:
             "members": members, "adam": adam}
 
 
-def _write_checkpoint(path: Path, blob: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
-
-
-def nonfinite_members(states: list[dict[str, torch.Tensor]]) -> list[int]:
-    """The 1-based numbers of the members whose weights hold NaN or infinity."""
-    return [k + 1 for k, sd in enumerate(states)
-            if not all(bool(torch.isfinite(v).all()) for v in sd.values() if v.is_floating_point())]
-
-
-def check_finite_weights(states: list[dict[str, torch.Tensor]], what: str) -> None:
-    """A :class:`TrainingError` naming the members of ``what`` whose weights are not finite."""
-    bad = nonfinite_members(states)
-    if bad:
-        raise TrainingError(f"{what}: the weights of member(s) {bad} are not finite (NaN or "
-                            "infinity) after the last step: training diverged, so the run is not "
-                            "finished. Try a lower learning rate or float32, and check the images")
-
-
 def _current_members(trainer) -> list[nn.Module]:
     if isinstance(trainer, _Vectorised):
         out = []
@@ -240,37 +220,6 @@ def _current_members(trainer) -> list[nn.Module]:
             out.append(m)
         return out
     return trainer.members
-
-
-def read_torch_file(path: Path, what: str, error: type[Exception], fix: str) -> dict:
-    """A dict saved with ``torch.save``, read with ``weights_only=True``; a damaged file or one
-    holding more than weights gives ``error`` (one line naming the file, with ``fix``)."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise error(f"{path}: no such {what} file") from None
-    except Exception as exc:  # noqa: BLE001 (torch raises many kinds for a damaged file)
-        if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
-            # torch's own message advises weights_only=False, which would run the file's code
-            raise error(f"{path}: refused: the {what} file holds objects other than weights and "
-                        "may be unsafe; load run folders and model files only from trusted "
-                        "sources") from None
-        text = str(exc).strip()
-        reason = text.splitlines()[0].split(". ")[0][:200] if text else type(exc).__name__
-        raise error(f"{path}: damaged or truncated {what} file ({reason}); {fix}") from None
-    if not isinstance(blob, dict):
-        raise error(f"{path}: not a ddadlib {what} file; {fix}")
-    return blob
-
-
-def load_checkpoint(path: Path, cfg: EnsembleConfig) -> dict:
-    """A checkpoint written by :func:`train_ensemble` for the same config (else an error)."""
-    blob = read_torch_file(path, "checkpoint", TrainingError,
-                           fix="delete it to train that module again from its start")
-    if blob.get("version") != CHECKPOINT_VERSION or blob.get("config") != cfg.to_dict():
-        raise TrainingError(f"{path}: checkpoint of another configuration "
-                            f"({blob.get('config')}); delete it or train into a new folder")
-    return blob
 
 
 @dataclass
@@ -327,7 +276,7 @@ def train_ensemble(images: torch.Tensor, cfg: EnsembleConfig, *,
 
     def save(blob: dict) -> None:
         check_finite_weights(blob["members"], what)
-        _write_checkpoint(ckpt, blob)
+        write_checkpoint(ckpt, blob)
 
     try:
         for epoch in range(start, cfg.epochs):

@@ -1,4 +1,4 @@
-"""DDAD's anomaly scores as pure functions of reconstructions (``../shared/METHOD.md``).
+"""DDAD's anomaly scores as pure functions of reconstructions (``docs/method.md``).
 
 Inputs are tensors (or arrays) with the members first: ``recon_a`` and ``recon_b`` are
 ``(K, N, 1, S, S)`` reconstructions by modules A and B, ``logvar_b`` (AE-U only) B's
@@ -19,8 +19,6 @@ log-variances of the same shape, ``x`` the images ``(N, 1, S, S)``. Every map ha
 from __future__ import annotations
 
 import torch
-
-SCORES = ("rec", "rec_ensemble", "intra", "inter")
 
 
 def uncertainty(logvar_b: torch.Tensor) -> torch.Tensor:

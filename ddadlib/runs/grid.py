@@ -7,7 +7,7 @@ is one run folder (see :mod:`ddadlib.runs`) under one root, named for its settin
 - runs that differ only in AR share module B (it does not depend on AR),
 - the notebooks and ``ddad reproduce`` read the same folders.
 
-:func:`ensure_run` makes one run of a grid; :mod:`ddadlib.reproduce` and
+:func:`ensure_run` makes one run of a grid; :mod:`ddadlib.runs.reproduce` and
 :mod:`ddadlib.course` walk their grids with it. :func:`load_results` turns evaluated runs into
 one tidy table (a row per run and score), and
 :func:`summarise` into mean and standard deviation over seeds.
@@ -22,24 +22,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from ddadlib.dataset import PreparedDataset
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.data.splits import max_unlabeled
 from ddadlib.errors import ConfigError, DataError
-from ddadlib.runs import (
-    PAPER_UNLABELED,
-    evaluate_run,
-    is_finished,
-    read_config,
-    run_config,
-    train_run,
-)
-from ddadlib.splits import max_unlabeled
+from ddadlib.paper import PAPER_UNLABELED
+from ddadlib.runs.config import is_finished, read_config, run_config
+from ddadlib.runs.evaluate import evaluate_run
+from ddadlib.runs.train import train_run
 
 Log = Callable[[str], None]
 
-#: The scores of a DDAD run, in the order tables show them.
-SCORE_NAMES = ("rec", "rec_ensemble", "intra", "inter")
-#: The paper's AR ablation.
-PAPER_ARS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def cache_dir() -> Path:

@@ -28,7 +28,7 @@ _MAX_STATES = 16_000_000
 PARTS = ("normal", "pool_normal", "pool_abnormal", "test_normal", "test_abnormal")
 
 
-def _part_lists(split: dict) -> dict[str, list[str]]:
+def part_lists(split: dict) -> dict[str, list[str]]:
     """The five id lists of a split by part name (see :data:`PARTS`)."""
     try:
         return {
@@ -58,7 +58,7 @@ def _from_parts(parts: dict[str, list[str]]) -> dict:
 
 def split_sizes(split: dict) -> dict[str, int]:
     """Number of images in each part of a split."""
-    return {name: len(ids) for name, ids in _part_lists(split).items()}
+    return {name: len(ids) for name, ids in part_lists(split).items()}
 
 
 def format_sizes(split: dict) -> str:
@@ -380,7 +380,7 @@ def validate_split(
     a group may hold both classes. ``names`` (see :func:`group_names`) name the groups in the
     message.
     """
-    parts = _part_lists(split)
+    parts = part_lists(split)
     index = {id_: i for i, id_ in enumerate(ids)}
     labels = np.asarray(labels)
     want = {"normal": 0, "pool_normal": 0, "pool_abnormal": 1, "test_normal": 0, "test_abnormal": 1}
@@ -444,7 +444,7 @@ def split_from_file(path: str | Path, ids: Sequence[str]) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read the split file ({exc})") from None
     try:
-        parts = _part_lists(raw)
+        parts = part_lists(raw)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
     exact = set(ids)
@@ -517,7 +517,7 @@ def draw_unlabeled(split: dict, m: int, ar: float, seed: int = 0) -> list[str]:
         raise DataError(f"the anomaly rate must be between 0 and 1 (got {ar})")
     if m < 0:
         raise DataError(f"the number of unlabeled images must be >= 0 (got {m})")
-    parts = _part_lists(split)
+    parts = part_lists(split)
     p0, p1 = parts["pool_normal"], parts["pool_abnormal"]
     k = n_abnormal_at(m, ar)
     if k > len(p1) or m - k > len(p0):

@@ -8,7 +8,7 @@ A prepared dataset is a folder holding
   coordinates of the resized image), and any source-specific columns after them (the synthetic
   set adds ``severity``);
 - ``masks.npy`` (optional): bool array (N, S, S) of pixel masks, for the synthetic set;
-- ``split.json``: Dn, the unlabeled pools and Dt (see :mod:`ddadlib.splits`);
+- ``split.json``: Dn, the unlabeled pools and Dt (see :mod:`ddadlib.data.splits`);
 - ``dataset.json``: how it was made (source, size, seed, options, library versions, git
   commit); written
   last, so its presence marks a finished dataset;
@@ -20,22 +20,20 @@ a write that fails midway (full disk, kill, Ctrl-C) leaves the dataset that was 
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import re
 import shutil
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 
+from ddadlib.data.records import Box
+from ddadlib.data.splits import format_sizes, group_images, group_names, part_lists, validate_split
 from ddadlib.errors import DataError, DiskFullError
-from ddadlib.records import Box
+from ddadlib.fileio import atomic_save_npy, atomic_write_bytes, atomic_write_json
 
 MANIFEST_COLUMNS = ["id", "label", "patient_id", "finding", "md5", "orig_height", "orig_width",
                     "boxes"]
@@ -44,76 +42,6 @@ DATASET_FILES = ("images.npy", "masks.npy", "manifest.csv", "split.json", "datas
 FORMAT_VERSION = 1
 #: The folder inside a dataset where a new version is written before it is swapped in.
 STAGING = ".incoming"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _replace(tmp: str, path: Path) -> None:
-    # mkstemp creates files readable by the owner only; give them the usual permissions.
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None], size: int | None = None) -> None:
-    """Write through ``write`` into a temporary file beside ``path``, then rename it into place,
-    so that readers see the old file or the whole new one, never a part.
-
-    A full disk raises :class:`~ddadlib.errors.DiskFullError` naming ``path`` and the bytes
-    needed (``size``, when the caller knows it) or written before the disk filled.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            try:
-                write(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            except OSError as exc:
-                written = os.fstat(fh.fileno()).st_size
-                # numpy's array.tofile reports a short write without an errno: then the disk
-                # counts as full when what was left to write does not fit in the free space.
-                if exc.errno != errno.ENOSPC and not (
-                        exc.errno is None and size is not None
-                        and shutil.disk_usage(path.parent).free < size - written):
-                    raise
-                raise DiskFullError(path, needed=size, written=written) from exc
-        _replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def stale_temp_files(folder: Path, names: Iterable[str]) -> list[Path]:
-    """Temporary files that a killed :func:`atomic_write` left in ``folder`` for the files
-    ``names`` (``.NAME.<8 random characters>.tmp``, as ``tempfile.mkstemp`` names them); delete
-    them only while no other process can be writing there."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    alternatives = "|".join(re.escape(n) for n in names)
-    pattern = re.compile(rf"\.({alternatives})\.[a-z0-9_]{{8}}\.tmp")
-    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name) and p.is_file())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    atomic_write(path, lambda fh: fh.write(data), size=len(data))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Save an array as ``.npy``, atomically."""
-    atomic_write(path, lambda fh: np.save(fh, array), size=int(array.nbytes) + 128)
 
 
 def boxes_to_json(boxes: Iterable[Box]) -> str:
@@ -276,10 +204,9 @@ class PreparedDataset:
             raise DataError(f"{self.root}: image {exc.args[0]!r} is not in manifest.csv") from None
 
     def part(self, name: str) -> np.ndarray:
-        """Row indices of a split part: one of :data:`ddadlib.splits.PARTS`."""
-        from ddadlib.splits import _part_lists
+        """Row indices of a split part: one of :data:`ddadlib.data.splits.PARTS`."""
 
-        parts = _part_lists(self.split)
+        parts = part_lists(self.split)
         if name not in parts:
             raise KeyError(f"unknown part {name!r}; one of {sorted(parts)}")
         return self.indices(parts[name])
@@ -292,8 +219,6 @@ class PreparedDataset:
         return len(self.images)
 
     def __repr__(self) -> str:
-        from ddadlib.splits import format_sizes
-
         return (f"PreparedDataset({str(self.root)!r}, {len(self):,} images of "
                 f"{self.size}x{self.size}, source={self.info.get('source')!r}; "
                 f"{format_sizes(self.split)})")
@@ -320,13 +245,12 @@ def _check_arrays(root: Path, images: np.ndarray, manifest: pd.DataFrame, info: 
 def _check_split(root: Path, manifest: pd.DataFrame, split: dict) -> None:
     """split.json must fit manifest.csv: known ids, disjoint parts, labels that match their part
     and no patient or identical image on both sides of train and test."""
-    from ddadlib.splits import _part_lists, group_images, group_names, validate_split
 
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
         raise DataError(f"{root / 'manifest.csv'}: lacks the columns {', '.join(missing)}")
     try:
-        _part_lists(split)
+        part_lists(split)
     except DataError as exc:
         raise DataError(f"{root / 'split.json'}: {exc}") from None
     labels = pd.to_numeric(manifest["label"], errors="coerce")

@@ -1,6 +1,6 @@
 """The bundled real chest X-rays: 64x64 images from Kermany et al. (CC BY 4.0).
 
-The bundle ``ddadlib/data_files/kermany64.npz`` holds every normal image of the pediatric chest
+The bundle ``ddadlib/data/files/kermany64.npz`` holds every normal image of the pediatric chest
 X-ray set of Kermany, Zhang, Goldbaum et al. (Mendeley Data v2, 2018) and a seeded sample of
 whole pneumonia patients, resized to 64x64 (see ``NOTICE.md`` beside it for the licence and the
 credit). The images are stored as lossless PNGs (smaller than deflated raw pixels), one after
@@ -23,9 +23,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ddadlib.data.imaging import read_image, resize
 from ddadlib.errors import DataError
+from ddadlib.fileio import atomic_write
 
-DATA_FILES = Path(__file__).resolve().parent / "data_files"
+DATA_FILES = Path(__file__).resolve().parent / "files"
 BUNDLE = DATA_FILES / "kermany64.npz"
 NOTICE = DATA_FILES / "NOTICE.md"
 BUNDLE_SIZE = 64
@@ -77,10 +79,8 @@ def build_bundle(shared: str | Path, out: str | Path, n_pneumonia: int = N_PNEUM
     """Build the bundle at ``out`` from the folder ``shared`` (``labels.csv`` + images).
 
     Images are read and resized as ``ddad prepare folder`` does
-    (:func:`ddadlib.imaging.resize`, Lanczos). Returns ``out``.
+    (:func:`ddadlib.data.imaging.resize`, Lanczos). Returns ``out``.
     """
-    from ddadlib.dataset import atomic_write
-    from ddadlib.imaging import read_image, resize
 
     shared, out = Path(shared), Path(out)
     csv = shared / "labels.csv"

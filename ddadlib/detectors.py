@@ -20,20 +20,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddadlib.backbones import BACKBONES, AE
-from ddadlib.dataset import atomic_write
 from ddadlib.devices import pick_device, pick_precision, to_tensor
-from ddadlib.ensemble import (
+from ddadlib.errors import ConfigError, DataError
+from ddadlib.fileio import atomic_write
+from ddadlib.models.backbones import AE, BACKBONES
+from ddadlib.models.checkpoints import check_finite_weights, nonfinite_members, read_torch_file
+from ddadlib.models.ensemble import (
     EnsembleConfig,
     TrainResult,
     build_members,
-    check_finite_weights,
-    nonfinite_members,
-    read_torch_file,
     train_ensemble,
 )
-from ddadlib.errors import ConfigError, DataError
-from ddadlib.scores import image_scores, score_maps
+from ddadlib.models.fanogan import FAnoGAN, train_fanogan
+from ddadlib.paper import SCORE_NAMES
+from ddadlib.scoring.scores import image_scores, score_maps
 
 MODEL_FORMAT = "ddadlib-model"
 MODEL_VERSION = 1
@@ -43,11 +43,11 @@ BACKBONE_NAMES = tuple(BACKBONES) + ("fanogan",)
 class DDAD:
     """Dual-Distribution Discrepancy anomaly detection.
 
-    Parameters are the paper's defaults (``../shared/METHOD.md``): Adam with lr 5e-4 and betas
+    Parameters are the paper's defaults (``docs/method.md``): Adam with lr 5e-4 and betas
     (0.5, 0.999) as in the authors' code, batch 64, 250 epochs, K = 3. ``seed`` sets every
     member's initialisation and data order. ``device="auto"`` takes CUDA, then MPS, then the CPU;
     ``precision="auto"`` is float32. ``vectorised=None`` trains the K members as one vectorised
-    model on CUDA and one after the other elsewhere (see :mod:`ddadlib.ensemble`).
+    model on CUDA and one after the other elsewhere (see :mod:`ddadlib.models.ensemble`).
     """
 
     def __init__(self, backbone: str = "ae", k: int = 3, epochs: int = 250, batch_size: int = 64,
@@ -91,7 +91,7 @@ class DDAD:
     # -- training --------------------------------------------------------------------------
     def fit(self, normal: np.ndarray | torch.Tensor, unlabeled: np.ndarray | torch.Tensor | None
             = None, *, module_b: list[AE] | None = None,
-            checkpoint_dir: str | Path | None = None) -> "DDAD":
+            checkpoint_dir: str | Path | None = None) -> DDAD:
         """Train module B on ``normal`` (Dn) and module A on ``normal`` plus ``unlabeled`` (Du).
 
         Images are uint8 ``(N, S, S)`` arrays or float tensors in [-1, 1]. ``module_b`` reuses
@@ -106,8 +106,6 @@ class DDAD:
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.history_: dict[str, Any] = {}
         if self.backbone == "fanogan":
-            from ddadlib.fanogan import train_fanogan
-
             t0 = time.perf_counter()
             net = train_fanogan(dn, epochs=self.epochs, seed=self.seed, encoder_lr=self.lr,
                                 batch_size=self.batch_size, progress=self.progress)
@@ -191,8 +189,7 @@ class DDAD:
                 if self.backbone == "fanogan":
                     got = {"rec_members": maps["_score"]}
                 else:
-                    got = {n: image_scores(maps[n]) for n in ("rec", "rec_ensemble", "intra",
-                                                              "inter")}
+                    got = {n: image_scores(maps[n]) for n in SCORE_NAMES}
                     got["rec_members"] = got.pop("rec")
                 for name, v in got.items():
                     score_parts.setdefault(name, []).append(v.cpu().numpy().astype(np.float64))
@@ -249,7 +246,7 @@ class DDAD:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = "auto") -> "DDAD":
+    def load(cls, path: str | Path, device: str | None = "auto") -> DDAD:
         """A model written by :meth:`save`, on ``device`` (default: the best available)."""
         path = Path(path)
         blob = read_torch_file(path, "model", DataError,
@@ -281,8 +278,6 @@ class DDAD:
 
     def _restore(self, module: str, states: list[dict], path: Path) -> list:
         if self.backbone == "fanogan":
-            from ddadlib.fanogan import FAnoGAN
-
             nets = [FAnoGAN(size=self.size_)]
         else:
             nets = build_members(self.module_config(module, self.size_))

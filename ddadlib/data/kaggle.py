@@ -46,8 +46,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ddadlib.data.records import Box, ImageRecord
 from ddadlib.errors import DataError
-from ddadlib.records import Box, ImageRecord
 
 __all__ = [
     "rsna_records",

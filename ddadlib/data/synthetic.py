@@ -52,7 +52,7 @@ The range it is drawn from is a parameter, so that the difficulty can be calibra
 
 Example::
 
-    from ddadlib.synthetic import generate_synthetic, generate_synthetic_counts
+    from ddadlib.data.synthetic import generate_synthetic, generate_synthetic_counts
     data = generate_synthetic(1000, size=64, abnormal_fraction=0.3, seed=0)
     data.images.shape, data.labels.mean(), data.kinds[:3]
     train = generate_synthetic_counts(2000, 0, size=64, seed=1)  # normal images only
@@ -75,7 +75,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ddadlib.imaging import MAX_SIZE
+from ddadlib.data.imaging import MAX_SIZE
 
 __all__ = [
     "ABNORMALITY_KINDS",

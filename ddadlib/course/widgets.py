@@ -35,14 +35,15 @@ from IPython.display import Image
 from matplotlib.figure import Figure
 
 from ddadlib import plots
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.detectors import DDAD
 from ddadlib.errors import DataError
+from ddadlib.paper import BACKBONE_TITLES, SCORE_NAMES, SCORE_TITLES
+from ddadlib.runs.config import is_finished, read_config
+from ddadlib.runs.grid import load_metrics, load_results, load_scores
 
 __all__ = ["ARSlider", "HistogramExplorer", "ImageBrowser"]
 
-#: Image scores in the order the views offer them.
-SCORES = ("rec", "rec_ensemble", "intra", "inter")
-#: Readable backbone names, in the order the views list them.
-BACKBONE_TITLES = {"ae": "AE", "memae": "MemAE", "aeu": "AE-U", "fanogan": "f-AnoGAN"}
 #: The AR dropdown's value for a run without unlabeled images (f-AnoGAN).
 NO_AR = "none"
 _DPI = 96
@@ -78,7 +79,7 @@ class _Run:
     @property
     def names(self) -> list[str]:
         """The scores this run has (f-AnoGAN: ``rec`` only)."""
-        return [n for n in SCORES if n in self.metrics and n in self.scores
+        return [n for n in SCORE_NAMES if n in self.metrics and n in self.scores
                 and self.scores[n].notna().all()]
 
     def values(self, name: str) -> np.ndarray:
@@ -95,8 +96,6 @@ class _Run:
 
 def _read_run(run: str | Path) -> _Run:
     """An evaluated run folder (a :class:`DataError` naming the folder and the fix otherwise)."""
-    from ddadlib.experiments import load_metrics, load_scores
-    from ddadlib.runs import read_config
 
     path = Path(run)
     if not path.is_dir():
@@ -260,7 +259,7 @@ class HistogramExplorer(_View):
         if not names:
             raise DataError(f"{self.run.path}: metrics.json and scores.csv share no score")
         keep = score or self.score.value
-        _set_options(self.score, [(plots._SCORE_TITLES.get(n, n), n) for n in names],
+        _set_options(self.score, [(SCORE_TITLES.get(n, n), n) for n in names],
                      keep=keep if keep in names else ("inter" if "inter" in names else names[0]))
 
     @property
@@ -307,9 +306,6 @@ class ImageBrowser(_View):
 
     def __init__(self, run: str | Path, data: str | Path | None = None, filter: str = "all",
                  index: int = 0, device: str | None = "cpu") -> None:
-        from ddadlib.dataset import PreparedDataset
-        from ddadlib.estimator import DDAD
-        from ddadlib.runs import is_finished, read_config
 
         super().__init__()
         self.path = Path(run)
@@ -394,14 +390,14 @@ class ImageBrowser(_View):
         scores = {}
         if self.scores is not None:
             row = self.scores.iloc[i]
-            scores = {n: float(row[n]) for n in SCORES if n in row and pd.notna(row[n])}
+            scores = {n: float(row[n]) for n in SCORE_NAMES if n in row and pd.notna(row[n])}
         masks = self.dataset.masks
         state = {"test_index": i, "position": int(self.index.value), "n_shown": len(shown),
                  "filter": self.filter.value, "id": self.ids[i], "label": label,
                  "label_name": "abnormal" if label else "normal", "scores": scores,
                  "has_mask": bool(masks is not None and masks[self.rows[i]].any()),
                  "maps": list(self.maps(i))}
-        text = " · ".join(f"{plots._SCORE_TITLES.get(n, n)} {v:.4g}" for n, v in scores.items())
+        text = " · ".join(f"{SCORE_TITLES.get(n, n)} {v:.4g}" for n, v in scores.items())
         self.info.value = (f"<b>{state['id']}</b> ({state['label_name']}), image "
                            f"{state['position'] + 1} of {len(shown)}"
                            + (f"<br>image scores: {text}" if text else ""))
@@ -425,7 +421,7 @@ class ARSlider(_View):
     The curve shows the mean AUC over seeds at each AR (band: ± one standard deviation, with
     two seeds or more) of ``inter``, ``intra`` and the baseline ``rec``; the control ``ar`` (a
     selection slider) marks one AR, whose histograms (of the run with the smallest seed at
-    that AR) are drawn below. ``table`` is :func:`ddadlib.experiments.load_results` of the
+    that AR) are drawn below. ``table`` is :func:`ddadlib.runs.grid.load_results` of the
     runs (rows of the curve's scores), ``curve`` its mean, sd and count per score and AR;
     ``current`` holds the AR, the run shown, its AUCs and the means and sds at that AR.
     """
@@ -434,7 +430,6 @@ class ARSlider(_View):
 
     def __init__(self, runs: str | Path | Iterable[str | Path], backbone: str | None = None,
                  ar: float | None = None, bins: int = 30) -> None:
-        from ddadlib.experiments import load_results
 
         super().__init__()
         loaded = [r for r in _read_runs(runs) if r.ar is not None]

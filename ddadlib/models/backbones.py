@@ -1,6 +1,6 @@
 """The reconstruction networks of DDAD: AE, AE-U and MemAE, as plain ``nn.Module`` s.
 
-All three share one layout (``../shared/METHOD.md``), written here for 64x64 input:
+All three share one layout (``docs/method.md``), written here for 64x64 input:
 
 - encoder: 4 x [Conv 4x4 stride 2 pad 1 (no bias), BatchNorm, ReLU], channels 16-32-64-64,
   down to 64x4x4 = 1024 features;
@@ -59,7 +59,7 @@ def _dense(cin: int, cout: int) -> nn.Sequential:
 
 
 class AE(nn.Module):
-    """The convolutional autoencoder of DDAD (METHOD.md "AE"); loss: pixel MSE."""
+    """The convolutional autoencoder of DDAD (docs/method.md "AE"); loss: pixel MSE."""
 
     out_channels = 1
 
@@ -169,5 +169,5 @@ def build_backbone(name: str, size: int = 64) -> AE:
         cls = BACKBONES[name]
     except KeyError:
         raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)} "
-                         "(f-AnoGAN is 'fanogan', trained by ddadlib.fanogan)") from None
+                         "(f-AnoGAN is 'fanogan', trained by ddadlib.models.fanogan)") from None
     return cls(size)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ddadlib.data.imaging import IMAGE_EXTENSIONS
+from ddadlib.data.records import ImageRecord
 from ddadlib.errors import DataError
-from ddadlib.imaging import IMAGE_EXTENSIONS
-from ddadlib.records import ImageRecord
 
 #: Subfolder names (compared in lower case, with spaces and dashes as underscores) read as normal.
 NORMAL_FOLDER_NAMES = ("normal", "0", "no_finding")

@@ -12,7 +12,7 @@ Every notebook starts with one parameters cell; its ``MODE`` comes from the envi
 
 Data is the built-in synthetic set, generated once into the cache, unless a prepared dataset
 is given (``DATA`` in the parameters cell, or ``$DDAD_DATA``). Trained runs live in the cache
-(:func:`ddadlib.experiments.cache_dir`), so a notebook run again, or the next notebook, loads
+(:func:`ddadlib.runs.grid.cache_dir`), so a notebook run again, or the next notebook, loads
 what exists instead of training it again.
 """
 
@@ -28,9 +28,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ddadlib.dataset import PreparedDataset, is_prepared
+import numpy as np
+
+from ddadlib.data.dataset import PreparedDataset, is_prepared
+from ddadlib.data.prepare import prepare_synthetic
 from ddadlib.errors import ConfigError
-from ddadlib.experiments import cache_dir, common_unlabeled, ensure_run
+from ddadlib.paper import PAPER_ARS, TABLE1_BACKBONES, TABLE_AR
+from ddadlib.runs.grid import cache_dir, common_unlabeled, ensure_run
 
 MODE_NAMES = ("quick", "class", "full")
 
@@ -48,10 +52,10 @@ class CourseSettings:
     epochs: int
     fanogan_epochs: int
     k: int = 3
-    ars: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    ars: tuple[float, ...] = PAPER_ARS
     seeds: tuple[int, ...] = (0,)
-    backbones: tuple[str, ...] = ("ae", "memae", "aeu")
-    ar: float = 0.6
+    backbones: tuple[str, ...] = TABLE1_BACKBONES
+    ar: float = TABLE_AR
     data: str | None = None
     kinds: tuple[str, ...] = ("pneumonia",)
     severity: tuple[float, float] = (0.1, 0.5)
@@ -111,7 +115,6 @@ def course_data(s: CourseSettings, log=print) -> Path:
     once into the cache (seed 0)."""
     if s.data is not None:
         return Path(s.data)
-    from ddadlib.prepare import prepare_synthetic
 
     out = cache_dir() / "data" / f"synthetic-{s.size}px-{_synthetic_key(s)}"
     if is_prepared(out):
@@ -159,7 +162,6 @@ def course_grid(s: CourseSettings, backbones: Sequence[str] = ("ae",),
 
 def test_set(s: CourseSettings):
     """The test images, labels, ids and masks (None for real data) of the settings' dataset."""
-    import numpy as np
 
     ds = PreparedDataset.load(course_data(s))
     idx = np.concatenate([ds.part("test_normal"), ds.part("test_abnormal")])

@@ -1,7 +1,7 @@
 """``ddad reproduce``: the paper's Tables 1 and 2, its AR ablation and its histograms (Fig. 3)
 on a prepared dataset, over several seeds, beside the paper's numbers.
 
-Every configuration is one cached run (:mod:`ddadlib.experiments`), so a reproduction that is
+Every configuration is one cached run (:mod:`ddadlib.runs.grid`), so a reproduction that is
 stopped resumes where it stopped, and a finished one is only re-tabulated. A seed sets the
 networks' initialisation, the data order and the draw of Du; Dn and the test set are the
 dataset's own and the same for every run. Nothing is selected on the test set: every run that
@@ -20,10 +20,21 @@ from typing import Any
 
 import pandas as pd
 
-from ddadlib.dataset import PreparedDataset, atomic_write_bytes, atomic_write_json
+from ddadlib.data.dataset import PreparedDataset
 from ddadlib.errors import ConfigError, DataError
-from ddadlib.experiments import (
+from ddadlib.fileio import atomic_write_bytes, atomic_write_json
+from ddadlib.paper import (
+    BACKBONE_TITLES,
+    PAPER,
     PAPER_ARS,
+    SCORE_NAMES,
+    TABLE1_BACKBONES,
+    TABLE_AR,
+)
+from ddadlib.plots import plot_ar_curve, plot_score_histograms, save_figure
+from ddadlib.provenance import hardware, provenance
+from ddadlib.runs.config import recorded_fingerprint
+from ddadlib.runs.grid import (
     common_unlabeled,
     ensure_run,
     format_mean_sd,
@@ -32,33 +43,10 @@ from ddadlib.experiments import (
     run_name,
     summarise,
 )
-from ddadlib.provenance import hardware, provenance
-from ddadlib.runs import recorded_fingerprint
 
 Log = Callable[[str], None]
 
 EXPERIMENTS = ("table1", "table2", "ablation", "histograms")
-TABLE1_BACKBONES = ("ae", "memae", "aeu")
-BACKBONE_TITLES = {"ae": "AE", "memae": "MemAE", "aeu": "AE-U", "fanogan": "f-AnoGAN"}
-TABLE_AR = 0.6
-
-#: The paper's AUCs (METHOD.md): Table 1 (rec single, rec ensemble, intra, inter) at AR 0.6 on
-#: RSNA / VinBigData / CXAD; f-AnoGAN's rec from Table 2; the AR ablation on RSNA with the AE.
-PAPER = {
-    "datasets": ("RSNA", "VinBigData", "CXAD"),
-    "table": {
-        "ae": {"rec": (0.669, 0.559, 0.556), "rec_ensemble": (0.669, 0.555, 0.550),
-               "intra": (0.694, 0.601, 0.589), "inter": (0.815, 0.710, 0.621)},
-        "memae": {"rec": (0.680, 0.558, 0.560), "rec_ensemble": (0.670, 0.553, 0.552),
-                  "intra": (0.729, 0.595, 0.594), "inter": (0.788, 0.690, 0.599)},
-        "aeu": {"rec": (0.867, 0.738, 0.664), "rec_ensemble": (0.866, 0.731, 0.659),
-                "intra": (0.873, 0.743, 0.692), "inter": (0.910, 0.859, 0.714)},
-        "fanogan": {"rec": (0.798, 0.763, 0.619)},
-    },
-    "ablation_ars": PAPER_ARS,
-    "ablation": {"inter": (0.703, 0.782, 0.802, 0.815, 0.824, 0.822),
-                 "intra": (0.694,) * 6, "rec": (0.669,) * 6},
-}
 
 
 @dataclass(frozen=True)
@@ -229,8 +217,6 @@ def _tabulate(out: Path, planned: list[Path], record: dict, experiments: Sequenc
 
 
 def _histograms(results: pd.DataFrame, path: Path) -> None:
-    from ddadlib.plots import plot_score_histograms, save_figure
-
     seed = int(results["seed"].min())
     chosen = results[(results["seed"] == seed)
                      & (results["ar"].isna() | (results["ar"] == TABLE_AR))]
@@ -257,8 +243,6 @@ def _histograms(results: pd.DataFrame, path: Path) -> None:
 
 
 def _ablation_figure(results: pd.DataFrame, path: Path) -> None:
-    from ddadlib.plots import plot_ar_curve, save_figure
-
     ae = results[(results["backbone"] == "ae") & results["ar"].notna()]
     fig = plot_ar_curve(ae, scores=("inter", "intra", "rec"), reference=PAPER["ablation"],
                         reference_ars=PAPER["ablation_ars"])
@@ -300,8 +284,7 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
                   "| backbone | rec | rec (ensemble) | intra | inter |", "|---|---|---|---|---|"]
         for b in backbones:
             lines.append(f"| {BACKBONE_TITLES[b]} | " + " | ".join(
-                f"{cell(b, s)} / {_paper(b, s)}" for s in ("rec", "rec_ensemble", "intra",
-                                                           "inter")) + " |")
+                f"{cell(b, s)} / {_paper(b, s)}" for s in SCORE_NAMES) + " |")
         lines.append("")
     if "fanogan" in set(results["backbone"]) and not brief:
         lines += [f"**Table 2** (AUC, AR {TABLE_AR}; ours / paper RSNA)", "",
@@ -317,7 +300,7 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
     if ablation["ar"].nunique() > 1:
         lines += ["**AR ablation** (AE; AUC, ours / paper RSNA)", "",
                   "| AR | inter | intra | rec |", "|---|---|---|---|"]
-        for i, ar in enumerate(sorted(ablation["ar"].unique())):
+        for ar in sorted(ablation["ar"].unique()):
             ref = {s: dict(zip(PAPER["ablation_ars"], v)).get(round(float(ar), 1))
                    for s, v in PAPER["ablation"].items()}
             row = [f"{cell('ae', s, ablation[ablation['ar'] == ar])} / "

@@ -22,21 +22,37 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ddadlib import __version__
-from ddadlib.dataset import (DATASET_FILES, atomic_write, atomic_write_json, boxes_to_json,
-                             is_prepared, settle_dataset, write_dataset)
+from ddadlib.data import kaggle, kermany
+from ddadlib.data.dataset import (
+    DATASET_FILES,
+    boxes_to_json,
+    is_prepared,
+    settle_dataset,
+    write_dataset,
+)
+from ddadlib.data.folder import folder_records
+from ddadlib.data.imaging import MAX_SIZE, MIN_SIZE, pixel_md5, read_image, resize
+from ddadlib.data.records import Box, ImageRecord
+from ddadlib.data.splits import (
+    check_sizes,
+    format_sizes,
+    group_images,
+    group_names,
+    make_split,
+    n_abnormal_at,
+    split_from_file,
+    validate_split,
+)
+from ddadlib.data.synthetic import ABNORMALITY_KINDS, DEFAULT_SEVERITY, generate_synthetic_counts
+from ddadlib.data.synthetic import MIN_SIZE as SYNTHETIC_MIN_SIZE
 from ddadlib.errors import DataError
-from ddadlib.imaging import MAX_SIZE, MIN_SIZE, pixel_md5, read_image, resize
+from ddadlib.fileio import atomic_write, atomic_write_json
+from ddadlib.paper import PAPER_SIZES
 from ddadlib.provenance import provenance
-from ddadlib.records import ImageRecord
-from ddadlib.splits import check_sizes, format_sizes, group_images, group_names, make_split, \
-    split_from_file, validate_split
 
 Log = Callable[[str], None]
 CHUNK = 256
 
-#: The authors' split sizes: Dn and the test images per class.
-PAPER_SIZES = {"rsna": {"n_normal": 3851, "n_test": 1000},
-               "vinbigdata": {"n_normal": 4000, "n_test": 1000}}
 
 
 def check_output(out: Path, overwrite: bool) -> None:
@@ -361,8 +377,7 @@ def _split_and_write(
 def prepare_folder(root: str | Path, out: str | Path, labels: str | Path | None = None,
                    patient_regex: str | None = None, normal_names: Sequence[str] = (),
                    abnormal_names: Sequence[str] = (), log: Log = print, **kwargs) -> Path:
-    """Prepare a folder dataset (see :func:`ddadlib.folder.folder_records`)."""
-    from ddadlib.folder import folder_records
+    """Prepare a folder dataset (see :func:`ddadlib.data.folder.folder_records`)."""
 
     records, how = folder_records(root, labels, patient_regex=patient_regex,
                                   normal_names=normal_names, abnormal_names=abnormal_names)
@@ -382,7 +397,6 @@ def prepare_folder(root: str | Path, out: str | Path, labels: str | Path | None 
 def prepare_kaggle(kind: str, root: str | Path, out: str | Path, log: Log = print,
                    **kwargs) -> Path:
     """Prepare the RSNA Pneumonia (``kind="rsna"``) or VinBigData (``"vinbigdata"``) download."""
-    from ddadlib import kaggle
 
     readers = {"rsna": kaggle.rsna_records, "vinbigdata": kaggle.vinbigdata_records}
     records = readers[kind](Path(root))
@@ -411,12 +425,11 @@ def prepare_kermany(
     log: Log = print,
 ) -> Path:
     """Prepare the bundled real chest X-rays (Kermany et al., CC BY 4.0; see
-    :mod:`ddadlib.kermany`) as a dataset: no path, no network.
+    :mod:`ddadlib.data.kermany`) as a dataset: no path, no network.
 
     Defaults: Dn 541 normal images and 300 + 300 test images, patients kept together; the rest
     form the pools (500 normal, 1,050 pneumonia). ``size`` may shrink the 64-pixel images.
     """
-    from ddadlib import kermany
 
     out = Path(out)
     if not 8 <= size <= kermany.BUNDLE_SIZE:
@@ -463,9 +476,6 @@ def prepare_synthetic(
     be drawn later at any AR from 0 to 1; with ``ar`` they hold exactly one Du at that AR.
     Images, their order and the split all follow from ``seed``.
     """
-    from ddadlib.splits import n_abnormal_at
-    from ddadlib.synthetic import MIN_SIZE as SYNTHETIC_MIN_SIZE
-    from ddadlib.synthetic import generate_synthetic_counts
 
     out = Path(out)
     n_normal = SYNTHETIC_DEFAULTS["n_normal"] if n_normal is None else n_normal
@@ -482,7 +492,6 @@ def prepare_synthetic(
     check_output(out, overwrite)
     pool_abnormal = m if ar is None else n_abnormal_at(m, ar)
     pool_normal = m if ar is None else m - pool_abnormal
-    from ddadlib.synthetic import ABNORMALITY_KINDS, DEFAULT_SEVERITY
 
     kinds = tuple(kinds) if kinds is not None else ABNORMALITY_KINDS
     severity = tuple(severity) if severity is not None else DEFAULT_SEVERITY
@@ -516,8 +525,6 @@ def prepare_synthetic(
 
 
 def _mask_boxes(mask: np.ndarray, label: str) -> list:
-    from ddadlib.records import Box
-
     if not mask.any():
         return []
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
