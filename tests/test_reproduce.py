@@ -125,6 +125,12 @@ def test_other_settings_into_the_same_folder_are_refused(reproduction, tiny_synt
                   progress=False, log=lambda s: None)
 
 
+def test_unknown_protocol_is_a_config_error_naming_the_choices(tmp_path):
+    # the API once looked the name up before checking it: a bare KeyError
+    with pytest.raises(ConfigError, match="unknown protocol 'nope'.*cpu"):
+        reproduce(tmp_path / "data", tmp_path / "out", "nope")
+
+
 def test_results_table_and_summary(reproduction):
     out, record, _ = reproduction
     results = load_results(record["runs"])

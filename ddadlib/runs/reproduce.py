@@ -125,9 +125,9 @@ def reproduce(data: str | Path, out: str | Path, protocol: str | Protocol = "cpu
     When stopped (an exception, Ctrl-C), the runs finished so far are tabulated, marked as
     partial. ``report_only`` trains nothing: it tabulates the finished runs (e.g. while another
     process is still training them)."""
-    proto = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     if isinstance(protocol, str) and protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
+    proto = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     changes: dict[str, Any] = {}
     if seeds is not None:
         changes["seeds"] = tuple(int(s) for s in seeds)
