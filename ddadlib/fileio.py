@@ -53,8 +53,10 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None], size: int | None
                 # numpy's array.tofile reports a short write without an errno: then the disk
                 # counts as full when what was left to write does not fit in the free space.
                 if exc.errno != errno.ENOSPC and not (
-                        exc.errno is None and size is not None
-                        and shutil.disk_usage(path.parent).free < size - written):
+                    exc.errno is None
+                    and size is not None
+                    and shutil.disk_usage(path.parent).free < size - written
+                ):
                     raise
                 raise DiskFullError(path, needed=size, written=written) from exc
         _replace(tmp, path)

@@ -14,8 +14,12 @@ from ddadlib.data.kermany import BUNDLE, build_bundle, bundle_sha256
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shared", type=Path, required=True,
-                   help="the kermany-cxr128 folder (labels.csv, NORMAL/, PNEUMONIA/)")
+    p.add_argument(
+        "--shared",
+        type=Path,
+        required=True,
+        help="the kermany-cxr128 folder (labels.csv, NORMAL/, PNEUMONIA/)",
+    )
     p.add_argument("--out", type=Path, default=BUNDLE, help=f"file to write (default {BUNDLE})")
     args = p.parse_args()
     out = build_bundle(args.shared, args.out)

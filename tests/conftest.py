@@ -50,8 +50,10 @@ def csv_folder(tmp_path):
 
 
 def requires_kermany():
-    return pytest.mark.skipif(not (KERMANY / "labels.csv").is_file(),
-                              reason=f"real data not found at {KERMANY} (see ../shared/data)")
+    return pytest.mark.skipif(
+        not (KERMANY / "labels.csv").is_file(),
+        reason=f"real data not found at {KERMANY} (see ../shared/data)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -74,8 +76,16 @@ def tiny_runs(tmp_path_factory, tiny_synthetic):
     logs = {}
     for ar in (0.5, 1.0):
         lines: list[str] = []
-        cfg = run_config(tiny_synthetic, k=2, epochs=2, ar=ar, n_unlabeled=20, seed=1,
-                         device="cpu", log=lines.append)
+        cfg = run_config(
+            tiny_synthetic,
+            k=2,
+            epochs=2,
+            ar=ar,
+            n_unlabeled=20,
+            seed=1,
+            device="cpu",
+            log=lines.append,
+        )
         train_run(parent / f"ar{ar}", cfg, progress=False, log=lines.append)
         logs[ar] = lines
     return parent, logs

@@ -40,8 +40,9 @@ def test_demo_refuses_a_folder_with_other_content(tmp_path, capsys):
 def test_demo_refuses_a_demo_with_other_settings(tmp_path, capsys):
     out = tmp_path / "demo"
     out.mkdir()
-    (out / "demo.json").write_text(json.dumps({"demo": "kermany", "backbone": "ae",
-                                               "epochs": 1, "seed": 0}))
+    (out / "demo.json").write_text(
+        json.dumps({"demo": "kermany", "backbone": "ae", "epochs": 1, "seed": 0})
+    )
     (out / "metrics.json").write_text('{"inter": {"auc": 0.99}}')
     assert main(["demo", "--out", str(out), "--epochs", "2", "--quiet"]) == 2
     assert "holds a demo with other settings (epochs: 1 -> 2)" in capsys.readouterr().err

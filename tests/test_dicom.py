@@ -128,9 +128,7 @@ def test_multi_valued_window_uses_first(tmp_path):
     img = pattern_image()
     one = read_dicom(write_dicom(tmp_path / "a.dcm", img, bits_stored=12, window=(1000, 500)))
     two = read_dicom(
-        write_dicom(
-            tmp_path / "b.dcm", img, bits_stored=12, window=([1000, 3000], [500, 2000])
-        )
+        write_dicom(tmp_path / "b.dcm", img, bits_stored=12, window=([1000, 3000], [500, 2000]))
     )
     assert np.array_equal(one, two)
 
@@ -175,7 +173,10 @@ def test_jpeg2000(tmp_path, photometric):
     stored = img if photometric == "MONOCHROME2" else (4095 - img).astype(np.uint16)
     out = read_dicom(
         write_dicom(
-            tmp_path / "j2k.dcm", stored, photometric=photometric, bits_stored=12,
+            tmp_path / "j2k.dcm",
+            stored,
+            photometric=photometric,
+            bits_stored=12,
             transfer_syntax="jpeg2000",
         )
     )

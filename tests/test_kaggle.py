@@ -35,8 +35,9 @@ def _write_rows(path: Path, header: list[str], rows: list[list[str]]) -> None:
 @pytest.fixture
 def rsna(tmp_path):
     root = tmp_path / "rsna-pneumonia-detection-challenge"
-    expected = make_rsna_download(root, n_normal=4, n_opacity=5, n_other=3,
-                                  boxes_per_opacity=(1, 2, 3))
+    expected = make_rsna_download(
+        root, n_normal=4, n_opacity=5, n_other=3, boxes_per_opacity=(1, 2, 3)
+    )
     return root, expected
 
 

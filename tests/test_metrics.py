@@ -82,8 +82,9 @@ def test_evaluate_scores_adds_pixel_auc_where_maps_exist(data):
     masks = np.zeros((300, 2, 2), bool)
     masks[labels == 1, 0, 0] = True
     maps = {"inter": masks.astype(float) + 0.1}
-    out = evaluate_scores(labels, {"inter": scores, "rec": scores}, masks=masks, maps=maps,
-                          n_boot=0)
+    out = evaluate_scores(
+        labels, {"inter": scores, "rec": scores}, masks=masks, maps=maps, n_boot=0
+    )
     assert out["inter"]["pixel_auc"] == 1.0 and "pixel_auc" not in out["rec"]
     assert out["rec"]["auc_ci"] is None
 
@@ -104,6 +105,7 @@ def test_bootstrap_statistic_is_the_roc_auc(data, monkeypatch):
     # about as wide as the Hanley-McNeil normal approximation
     n0, n1 = 200, 100
     q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
-    se = np.sqrt((auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n0 - 1) * (q2 - auc**2))
-                 / (n0 * n1))
+    se = np.sqrt(
+        (auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n0 - 1) * (q2 - auc**2)) / (n0 * n1)
+    )
     assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.2)

@@ -61,27 +61,54 @@ class CourseSettings:
     severity: tuple[float, float] = (0.1, 0.5)
 
     def describe(self) -> str:
-        data = self.data or (f"built-in synthetic set ({self.size}x{self.size}, Dn "
-                             f"{self.n_normal}, pools {self.n_unlabeled} + {self.n_unlabeled}, "
-                             f"test {self.n_test} + {self.n_test})")
-        return (f"mode {self.mode}: {data}; {self.epochs} epochs, K = {self.k}, AR {self.ar} "
-                f"(ablation {', '.join(f'{a:g}' for a in self.ars)}), seeds "
-                f"{', '.join(map(str, self.seeds))}")
+        data = self.data or (
+            f"built-in synthetic set ({self.size}x{self.size}, Dn "
+            f"{self.n_normal}, pools {self.n_unlabeled} + {self.n_unlabeled}, "
+            f"test {self.n_test} + {self.n_test})"
+        )
+        return (
+            f"mode {self.mode}: {data}; {self.epochs} epochs, K = {self.k}, AR {self.ar} "
+            f"(ablation {', '.join(f'{a:g}' for a in self.ars)}), seeds "
+            f"{', '.join(map(str, self.seeds))}"
+        )
 
 
 MODES = {
-    "quick": CourseSettings("quick", size=32, n_normal=120, n_test=60, n_unlabeled=120, epochs=5,
-                            fanogan_epochs=5, ars=(0.0, 0.6, 1.0)),
-    "class": CourseSettings("class", size=64, n_normal=500, n_test=250, n_unlabeled=500,
-                            epochs=30, fanogan_epochs=100),
-    "full": CourseSettings("full", size=64, n_normal=4000, n_test=1000, n_unlabeled=4000,
-                           epochs=250, fanogan_epochs=250, seeds=(0, 1, 2)),
+    "quick": CourseSettings(
+        "quick",
+        size=32,
+        n_normal=120,
+        n_test=60,
+        n_unlabeled=120,
+        epochs=5,
+        fanogan_epochs=5,
+        ars=(0.0, 0.6, 1.0),
+    ),
+    "class": CourseSettings(
+        "class", size=64, n_normal=500, n_test=250, n_unlabeled=500, epochs=30, fanogan_epochs=100
+    ),
+    "full": CourseSettings(
+        "full",
+        size=64,
+        n_normal=4000,
+        n_test=1000,
+        n_unlabeled=4000,
+        epochs=250,
+        fanogan_epochs=250,
+        seeds=(0, 1, 2),
+    ),
 }
 
 
-def settings(mode: str | None = None, *, data: str | Path | None = None,
-             epochs: int | None = None, ars: Sequence[float] | None = None,
-             k: int | None = None, seeds: Sequence[int] | None = None) -> CourseSettings:
+def settings(
+    mode: str | None = None,
+    *,
+    data: str | Path | None = None,
+    epochs: int | None = None,
+    ars: Sequence[float] | None = None,
+    k: int | None = None,
+    seeds: Sequence[int] | None = None,
+) -> CourseSettings:
     """The settings of ``mode`` (default ``$DDAD_MODE``, else ``class``), with the parameters
     cell's overrides (None keeps the mode's value)."""
     mode = mode or os.environ.get("DDAD_MODE") or "class"
@@ -105,8 +132,11 @@ def settings(mode: str | None = None, *, data: str | Path | None = None,
 
 
 def _synthetic_key(s: CourseSettings) -> str:
-    spec = {k: v for k, v in asdict(s).items()
-            if k in ("size", "n_normal", "n_test", "n_unlabeled", "kinds", "severity")}
+    spec = {
+        k: v
+        for k, v in asdict(s).items()
+        if k in ("size", "n_normal", "n_test", "n_unlabeled", "kinds", "severity")
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -123,9 +153,17 @@ def course_data(s: CourseSettings, log=print) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=out.parent))
     try:
         log(f"generating the built-in synthetic set into {out} (once; later runs load it)")
-        prepare_synthetic(tmp / "d", size=s.size, n_normal=s.n_normal, n_test=s.n_test,
-                          n_unlabeled=s.n_unlabeled, kinds=s.kinds, severity=s.severity, seed=0,
-                          log=lambda line: log(line.replace(str(tmp / "d"), str(out))))
+        prepare_synthetic(
+            tmp / "d",
+            size=s.size,
+            n_normal=s.n_normal,
+            n_test=s.n_test,
+            n_unlabeled=s.n_unlabeled,
+            kinds=s.kinds,
+            severity=s.severity,
+            seed=0,
+            log=lambda line: log(line.replace(str(tmp / "d"), str(out))),
+        )
         if not is_prepared(out):  # another process may have finished first
             os.replace(tmp / "d", out)
     finally:
@@ -139,25 +177,49 @@ def runs_root(s: CourseSettings) -> Path:
     return cache_dir() / "runs" / data.name
 
 
-def course_run(s: CourseSettings, backbone: str = "ae", ar: float | None = None,
-               seed: int | None = None, progress: bool = True, log=print) -> Path:
+def course_run(
+    s: CourseSettings,
+    backbone: str = "ae",
+    ar: float | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    log=print,
+) -> Path:
     """The evaluated run of ``backbone`` at ``ar`` (default the settings' AR) with ``seed``
     (default the first seed): loaded from the cache, or trained and evaluated once."""
     data = course_data(s, log=log)
     fan = backbone == "fanogan"
     m = None if fan else common_unlabeled(data, s.ars + (s.ar,))
-    return ensure_run(runs_root(s), data, backbone=backbone, ar=s.ar if ar is None else ar,
-                      seed=s.seeds[0] if seed is None else seed,
-                      epochs=s.fanogan_epochs if fan else s.epochs, k=s.k, n_unlabeled=m,
-                      figures=False, progress=progress, log=log)
+    return ensure_run(
+        runs_root(s),
+        data,
+        backbone=backbone,
+        ar=s.ar if ar is None else ar,
+        seed=s.seeds[0] if seed is None else seed,
+        epochs=s.fanogan_epochs if fan else s.epochs,
+        k=s.k,
+        n_unlabeled=m,
+        figures=False,
+        progress=progress,
+        log=log,
+    )
 
 
-def course_grid(s: CourseSettings, backbones: Sequence[str] = ("ae",),
-                ars: Sequence[float] | None = None, progress: bool = True, log=print) -> list[Path]:
+def course_grid(
+    s: CourseSettings,
+    backbones: Sequence[str] = ("ae",),
+    ars: Sequence[float] | None = None,
+    progress: bool = True,
+    log=print,
+) -> list[Path]:
     """Every run of ``backbones`` x ``ars`` (default the settings' ablation ARs) x seeds."""
     ars = s.ars if ars is None else tuple(ars)
-    return [course_run(s, b, ar if b != "fanogan" else None, seed, progress, log)
-            for seed in s.seeds for b in backbones for ar in (ars if b != "fanogan" else (None,))]
+    return [
+        course_run(s, b, ar if b != "fanogan" else None, seed, progress, log)
+        for seed in s.seeds
+        for b in backbones
+        for ar in (ars if b != "fanogan" else (None,))
+    ]
 
 
 def test_set(s: CourseSettings):

@@ -35,10 +35,24 @@ from ddadlib.data.splits import format_sizes, group_images, group_names, part_li
 from ddadlib.errors import DataError, DiskFullError
 from ddadlib.fileio import atomic_save_npy, atomic_write_bytes, atomic_write_json
 
-MANIFEST_COLUMNS = ["id", "label", "patient_id", "finding", "md5", "orig_height", "orig_width",
-                    "boxes"]
-DATASET_FILES = ("images.npy", "masks.npy", "manifest.csv", "split.json", "dataset.json",
-                 "skipped.csv")
+MANIFEST_COLUMNS = [
+    "id",
+    "label",
+    "patient_id",
+    "finding",
+    "md5",
+    "orig_height",
+    "orig_width",
+    "boxes",
+]
+DATASET_FILES = (
+    "images.npy",
+    "masks.npy",
+    "manifest.csv",
+    "split.json",
+    "dataset.json",
+    "skipped.csv",
+)
 FORMAT_VERSION = 1
 #: The folder inside a dataset where a new version is written before it is swapped in.
 STAGING = ".incoming"
@@ -46,16 +60,20 @@ STAGING = ".incoming"
 
 def boxes_to_json(boxes: Iterable[Box]) -> str:
     """Boxes as a compact JSON list of [x, y, w, h, label]."""
-    return json.dumps([[round(b.x, 2), round(b.y, 2), round(b.w, 2), round(b.h, 2), b.label]
-                       for b in boxes], separators=(",", ":"))
+    return json.dumps(
+        [[round(b.x, 2), round(b.y, 2), round(b.w, 2), round(b.h, 2), b.label] for b in boxes],
+        separators=(",", ":"),
+    )
 
 
 def boxes_from_json(text: str) -> list[Box]:
     """The inverse of :func:`boxes_to_json` (empty text gives no boxes)."""
     if not isinstance(text, str) or not text:
         return []
-    return [Box(float(x), float(y), float(w), float(h), str(label))
-            for x, y, w, h, label in json.loads(text)]
+    return [
+        Box(float(x), float(y), float(w), float(h), str(label))
+        for x, y, w, h, label in json.loads(text)
+    ]
 
 
 def is_prepared(folder: str | Path) -> bool:
@@ -96,8 +114,12 @@ def write_dataset(
         if skipped is not None and len(skipped):
             atomic_write_bytes(staging / "skipped.csv", skipped.to_csv(index=False).encode())
         atomic_write_json(staging / "split.json", split)
-        info = {"format": FORMAT_VERSION, **info, "n_images": len(images),
-                "size": int(images.shape[1])}
+        info = {
+            "format": FORMAT_VERSION,
+            **info,
+            "n_images": len(images),
+            "size": int(images.shape[1]),
+        }
         atomic_write_json(staging / "dataset.json", info)
         names = [name for name in DATASET_FILES if (staging / name).is_file()]
         atomic_write_json(staging / ".complete", names)
@@ -161,22 +183,29 @@ class PreparedDataset:
         if not root.is_dir():
             raise DataError(f"{root}: no such folder (prepare one with `ddad prepare`)")
         if not is_prepared(root):
-            raise DataError(f"{root}: not a prepared dataset (no dataset.json); "
-                            "run `ddad prepare` first, or finish an interrupted run")
+            raise DataError(
+                f"{root}: not a prepared dataset (no dataset.json); "
+                "run `ddad prepare` first, or finish an interrupted run"
+            )
         mode = "r" if mmap else None
         try:
             info = json.loads((root / "dataset.json").read_text())
             images = np.load(root / "images.npy", mmap_mode=mode)
-            manifest = pd.read_csv(root / "manifest.csv", dtype={"id": str, "patient_id": str,
-                                                                 "finding": str, "md5": str,
-                                                                 "boxes": str},
-                                   keep_default_na=False)
+            manifest = pd.read_csv(
+                root / "manifest.csv",
+                dtype={"id": str, "patient_id": str, "finding": str, "md5": str, "boxes": str},
+                keep_default_na=False,
+            )
             split = json.loads((root / "split.json").read_text())
-            masks = (np.load(root / "masks.npy", mmap_mode=mode)
-                     if (root / "masks.npy").is_file() else None)
+            masks = (
+                np.load(root / "masks.npy", mmap_mode=mode)
+                if (root / "masks.npy").is_file()
+                else None
+            )
         except FileNotFoundError as exc:
-            raise DataError(f"{root}: incomplete dataset, {Path(exc.filename).name} is missing") \
-                from None
+            raise DataError(
+                f"{root}: incomplete dataset, {Path(exc.filename).name} is missing"
+            ) from None
         except (OSError, ValueError, json.JSONDecodeError) as exc:
             raise DataError(f"{root}: cannot read the dataset ({exc})") from None
         _check_arrays(root, images, manifest, info, masks)
@@ -219,27 +248,38 @@ class PreparedDataset:
         return len(self.images)
 
     def __repr__(self) -> str:
-        return (f"PreparedDataset({str(self.root)!r}, {len(self):,} images of "
-                f"{self.size}x{self.size}, source={self.info.get('source')!r}; "
-                f"{format_sizes(self.split)})")
+        return (
+            f"PreparedDataset({str(self.root)!r}, {len(self):,} images of "
+            f"{self.size}x{self.size}, source={self.info.get('source')!r}; "
+            f"{format_sizes(self.split)})"
+        )
 
 
-def _check_arrays(root: Path, images: np.ndarray, manifest: pd.DataFrame, info: dict,
-                  masks: np.ndarray | None) -> None:
+def _check_arrays(
+    root: Path, images: np.ndarray, manifest: pd.DataFrame, info: dict, masks: np.ndarray | None
+) -> None:
     """images.npy (and masks.npy) must be what write_dataset writes, one image per manifest row."""
     size = info.get("size")
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
-        raise DataError(f"{root / 'images.npy'}: expected a uint8 array of N x S x S images, "
-                        f"found {images.dtype} of shape {images.shape}")
+        raise DataError(
+            f"{root / 'images.npy'}: expected a uint8 array of N x S x S images, "
+            f"found {images.dtype} of shape {images.shape}"
+        )
     if len(images) != len(manifest):
-        raise DataError(f"{root / 'images.npy'}: holds {len(images):,} images but manifest.csv "
-                        f"has {len(manifest):,} rows")
+        raise DataError(
+            f"{root / 'images.npy'}: holds {len(images):,} images but manifest.csv "
+            f"has {len(manifest):,} rows"
+        )
     if size is not None and images.shape[1] != size:
-        raise DataError(f"{root / 'images.npy'}: images are {images.shape[1]}x{images.shape[2]} "
-                        f"but dataset.json says {size}x{size}")
+        raise DataError(
+            f"{root / 'images.npy'}: images are {images.shape[1]}x{images.shape[2]} "
+            f"but dataset.json says {size}x{size}"
+        )
     if masks is not None and (masks.dtype != np.bool_ or masks.shape != images.shape):
-        raise DataError(f"{root / 'masks.npy'}: expected a bool array of shape {images.shape}, "
-                        f"found {masks.dtype} of shape {masks.shape}")
+        raise DataError(
+            f"{root / 'masks.npy'}: expected a bool array of shape {images.shape}, "
+            f"found {masks.dtype} of shape {masks.shape}"
+        )
 
 
 def _check_split(root: Path, manifest: pd.DataFrame, split: dict) -> None:
@@ -256,13 +296,22 @@ def _check_split(root: Path, manifest: pd.DataFrame, split: dict) -> None:
     labels = pd.to_numeric(manifest["label"], errors="coerce")
     if not labels.isin([0, 1]).all():
         row = int(np.flatnonzero(~labels.isin([0, 1]).to_numpy())[0])
-        raise DataError(f"{root / 'manifest.csv'}: row {row + 2} has label "
-                        f"{manifest['label'].iloc[row]!r}, not 0 or 1")
+        raise DataError(
+            f"{root / 'manifest.csv'}: row {row + 2} has label "
+            f"{manifest['label'].iloc[row]!r}, not 0 or 1"
+        )
     ids = manifest["id"]
     if ids.duplicated().any():
-        raise DataError(f"{root / 'manifest.csv'}: image id {ids[ids.duplicated()].iloc[0]!r} "
-                        "appears twice")
+        raise DataError(
+            f"{root / 'manifest.csv'}: image id {ids[ids.duplicated()].iloc[0]!r} appears twice"
+        )
     patients, md5s = manifest["patient_id"].tolist(), manifest["md5"].tolist()
     groups = group_images(patients, md5s)
-    validate_split(split, ids.tolist(), labels.to_numpy(dtype=np.int64), groups,
-                   where=str(root / "split.json"), names=group_names(patients, md5s, groups))
+    validate_split(
+        split,
+        ids.tolist(),
+        labels.to_numpy(dtype=np.int64),
+        groups,
+        where=str(root / "split.json"),
+        names=group_names(patients, md5s, groups),
+    )

@@ -170,7 +170,6 @@ def _decode_first_frame(p: Path, ds) -> np.ndarray:
 
     tsyntax = _transfer_syntax(p, ds)
     if getattr(ds, "file_meta", None) is None or "TransferSyntaxUID" not in ds.file_meta:
-
         if getattr(ds, "file_meta", None) is None:
             ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = tsyntax
@@ -197,7 +196,6 @@ def _decode_first_frame(p: Path, ds) -> np.ndarray:
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if photometric == "PALETTE COLOR":
-
         try:
             arr = apply_color_lut(arr, ds)
         except Exception as e:  # noqa: BLE001

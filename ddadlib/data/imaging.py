@@ -40,8 +40,10 @@ def read_image(path: str | Path) -> np.ndarray:
                 arr = np.asarray(im, dtype=np.float64)
                 bad = int(np.count_nonzero(~np.isfinite(arr)))
                 if bad:
-                    raise DataError(f"{path}: {bad:,} of {arr.size:,} pixels are NaN or "
-                                    "infinite; fix or remove the image")
+                    raise DataError(
+                        f"{path}: {bad:,} of {arr.size:,} pixels are NaN or "
+                        "infinite; fix or remove the image"
+                    )
                 return _to_uint8(arr)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA").convert("RGB")

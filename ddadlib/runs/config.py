@@ -44,19 +44,51 @@ RUN_FORMAT = 1
 #: Config keys that do not define the run (they may differ when it is resumed or reused).
 VOLATILE = ("provenance", "created", "data_path")
 #: Config keys that define module B (it does not depend on Du).
-MODULE_B_KEYS = ("data_fingerprint", "size", "dn_size", "backbone", "k", "epochs", "batch_size",
-                 "lr", "seed", "device", "precision")
+MODULE_B_KEYS = (
+    "data_fingerprint",
+    "size",
+    "dn_size",
+    "backbone",
+    "k",
+    "epochs",
+    "batch_size",
+    "lr",
+    "seed",
+    "device",
+    "precision",
+)
 
 
 #: Marks fingerprints that cover the pixels; older runs recorded one of the manifest only.
 FINGERPRINT_PREFIX = "px-"
 #: Files that the run commands write into a run folder (their killed writes leave temp files).
-RUN_FILES = ("config.json", "train_log.json", "model.pt", "metrics.json", "scores.csv",
-             "evaluation.json", "histograms.png", "maps.png")
+RUN_FILES = (
+    "config.json",
+    "train_log.json",
+    "model.pt",
+    "metrics.json",
+    "scores.csv",
+    "evaluation.json",
+    "histograms.png",
+    "maps.png",
+)
 LOCK_FILE = ".ddad.lock"
 #: Keys that every run config holds.
-CONFIG_KEYS = ("format", "data_path", "data_fingerprint", "size", "backbone", "k", "epochs",
-               "batch_size", "lr", "seed", "device", "precision", "du_ids")
+CONFIG_KEYS = (
+    "format",
+    "data_path",
+    "data_fingerprint",
+    "size",
+    "backbone",
+    "k",
+    "epochs",
+    "batch_size",
+    "lr",
+    "seed",
+    "device",
+    "precision",
+    "du_ids",
+)
 #: How score tables write their numbers (``scores.csv`` of evaluate, the CSV of ``ddad score``).
 FLOAT_FORMAT = "%.6g"
 #: The specificity at which ``ddad score`` flags images (as ``sens_at_95_spec`` in metrics).
@@ -74,7 +106,7 @@ def dataset_fingerprint(ds: PreparedDataset) -> str:
             continue
         h.update(f"{array.dtype}{array.shape}".encode())
         for start in range(0, len(array), 1024):  # chunks: images.npy may be memory-mapped
-            h.update(np.ascontiguousarray(array[start:start + 1024]).tobytes())
+            h.update(np.ascontiguousarray(array[start : start + 1024]).tobytes())
     return FINGERPRINT_PREFIX + h.hexdigest()[:16]
 
 
@@ -108,10 +140,21 @@ def default_unlabeled(split: dict, ar: float) -> int:
     return min(PAPER_UNLABELED, max_unlabeled(split, ar))
 
 
-def run_config(data: str | Path, *, backbone: str = "ae", k: int = 3, epochs: int = 250,
-               ar: float = 0.6, n_unlabeled: int | None = None, seed: int = 0,
-               batch_size: int = 64, lr: float = 5e-4, device: str | None = "auto",
-               precision: str | None = "auto", log: Log = print) -> dict[str, Any]:
+def run_config(
+    data: str | Path,
+    *,
+    backbone: str = "ae",
+    k: int = 3,
+    epochs: int = 250,
+    ar: float = 0.6,
+    n_unlabeled: int | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    lr: float = 5e-4,
+    device: str | None = "auto",
+    precision: str | None = "auto",
+    log: Log = print,
+) -> dict[str, Any]:
     """The full config of a run on a prepared dataset, with Du drawn; fails at once (a
     :class:`DataError`) when the pools cannot supply M images at ``ar``."""
     DDAD(backbone=backbone, k=k, epochs=epochs, batch_size=batch_size, lr=lr)._check_params()
@@ -119,12 +162,21 @@ def run_config(data: str | Path, *, backbone: str = "ae", k: int = 3, epochs: in
     sizes = split_sizes(ds.split)
     dev = pick_device(device)
     cfg: dict[str, Any] = {
-        "format": RUN_FORMAT, "data_path": str(Path(data).resolve()),
-        "data_fingerprint": dataset_fingerprint(ds), "size": ds.size,
-        "dn_size": sizes["normal"], "test_size": [sizes["test_normal"], sizes["test_abnormal"]],
-        "backbone": backbone, "k": k if backbone != "fanogan" else 1, "epochs": epochs,
-        "batch_size": batch_size, "lr": lr, "betas": [0.5, 0.999], "seed": seed,
-        "device": dev.type, "precision": pick_precision(precision, dev),
+        "format": RUN_FORMAT,
+        "data_path": str(Path(data).resolve()),
+        "data_fingerprint": dataset_fingerprint(ds),
+        "size": ds.size,
+        "dn_size": sizes["normal"],
+        "test_size": [sizes["test_normal"], sizes["test_abnormal"]],
+        "backbone": backbone,
+        "k": k if backbone != "fanogan" else 1,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "betas": [0.5, 0.999],
+        "seed": seed,
+        "device": dev.type,
+        "precision": pick_precision(precision, dev),
     }
     if backbone == "fanogan":
         cfg.update(ar=None, n_unlabeled=0, du_ids=[])
@@ -132,11 +184,14 @@ def run_config(data: str | Path, *, backbone: str = "ae", k: int = 3, epochs: in
     else:
         if n_unlabeled is None:
             n_unlabeled = default_unlabeled(ds.split, ar)
-            log(f"M = {n_unlabeled:,} unlabeled images at AR {ar} "
+            log(
+                f"M = {n_unlabeled:,} unlabeled images at AR {ar} "
                 f"({'the paper' if n_unlabeled == PAPER_UNLABELED else 'the most the pools allow'}"
-                f"; --n-unlabeled to change)")
-        cfg.update(ar=ar, n_unlabeled=n_unlabeled,
-                   du_ids=draw_unlabeled(ds.split, n_unlabeled, ar, seed))
+                f"; --n-unlabeled to change)"
+            )
+        cfg.update(
+            ar=ar, n_unlabeled=n_unlabeled, du_ids=draw_unlabeled(ds.split, n_unlabeled, ar, seed)
+        )
     cfg["provenance"] = provenance()
     cfg["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return cfg
@@ -175,12 +230,14 @@ def read_config(run: str | Path) -> dict:
         raise DataError(f"{path}: damaged ({exc})") from None
     missing = [k for k in CONFIG_KEYS if k not in cfg] if isinstance(cfg, dict) else CONFIG_KEYS
     if missing:
-        raise DataError(f"{path}: damaged or not a ddadlib run config (no "
-                        f"{', '.join(missing)})")
+        raise DataError(f"{path}: damaged or not a ddadlib run config (no {', '.join(missing)})")
     return cfg
 
 
 def has_trained(run: Path) -> bool:
     """Whether ``run`` holds anything that training produced (a checkpoint or a model)."""
-    return ((run / "model.pt").exists() or (run / "train_log.json").exists()
-            or any((run / "checkpoints").glob("*.ckpt")))
+    return (
+        (run / "model.pt").exists()
+        or (run / "train_log.json").exists()
+        or any((run / "checkpoints").glob("*.ckpt"))
+    )

@@ -24,21 +24,27 @@ def normal_reference(run: str | Path) -> tuple[pd.DataFrame, dict[str, float]] |
     try:
         table = pd.read_csv(run / "scores.csv")
     except (OSError, ValueError) as exc:
-        raise DataError(f"{run / 'scores.csv'}: damaged ({exc}); evaluate the run again "
-                        f"(`ddad evaluate --run {run} --overwrite`)") from None
+        raise DataError(
+            f"{run / 'scores.csv'}: damaged ({exc}); evaluate the run again "
+            f"(`ddad evaluate --run {run} --overwrite`)"
+        ) from None
     if "label" not in table or set(table["label"].unique()) != {0, 1}:
-        raise DataError(f"{run / 'scores.csv'}: no normal and abnormal test scores; evaluate "
-                        f"the run again (`ddad evaluate --run {run} --overwrite`)")
+        raise DataError(
+            f"{run / 'scores.csv'}: no normal and abnormal test scores; evaluate "
+            f"the run again (`ddad evaluate --run {run} --overwrite`)"
+        )
     thresholds = {}
     for name in SCORE_NAMES:
         if name in table and table[name].notna().all():
-            thresholds[name] = operating_point(table["label"].to_numpy(), table[name].to_numpy(),
-                                               FLAG_SPECIFICITY)[0]
+            thresholds[name] = operating_point(
+                table["label"].to_numpy(), table[name].to_numpy(), FLAG_SPECIFICITY
+            )[0]
     return table, thresholds
 
 
-def score_images(run: str | Path, images: np.ndarray, ids: list[str],
-                 device: str | None = "auto") -> pd.DataFrame:
+def score_images(
+    run: str | Path, images: np.ndarray, ids: list[str], device: str | None = "auto"
+) -> pd.DataFrame:
     """Scores of unlabeled images by a finished run, one row per image.
 
     Beside each raw score ``S`` (higher = more anomalous) come, when the run has been
@@ -59,8 +65,10 @@ def score_images(run: str | Path, images: np.ndarray, ids: list[str],
             continue
         values = scores[name]
         if not np.isfinite(values).all():
-            raise DataError(f"{Path(run) / 'model.pt'}: gives scores that are not finite; the "
-                            "model is damaged, train it again")
+            raise DataError(
+                f"{Path(run) / 'model.pt'}: gives scores that are not finite; the "
+                "model is damaged, train it again"
+            )
         frame[name] = values
         if reference is not None and name in reference[1]:
             table, cuts = reference
@@ -68,8 +76,9 @@ def score_images(run: str | Path, images: np.ndarray, ids: list[str],
             # compared as written, so that the CSV's numbers and its flags agree
             values = np.array([float(FLOAT_FORMAT % v) for v in values])
             # the share of normal test scores at or below each score (a "weak" percentile)
-            frame[f"{name}_pct"] = 100.0 * np.searchsorted(np.sort(normal), values,
-                                                           side="right") / len(normal)
+            frame[f"{name}_pct"] = (
+                100.0 * np.searchsorted(np.sort(normal), values, side="right") / len(normal)
+            )
             frame[f"{name}_flag"] = (values > cuts[name]).astype(int)
             thresholds[name] = cuts[name]
     frame.attrs["thresholds"] = thresholds

@@ -52,9 +52,11 @@ def run_lock(run: str | Path) -> Iterator[None]:
                 holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             except OSError:  # Windows: the holder's locked byte cannot be read
                 holder = "unknown"
-            raise DataError(f"{run}: another process (pid {holder}) is training or evaluating "
-                            "this run; wait for it to finish or stop it, then run the command "
-                            "again") from None
+            raise DataError(
+                f"{run}: another process (pid {holder}) is training or evaluating "
+                "this run; wait for it to finish or stop it, then run the command "
+                "again"
+            ) from None
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, str(os.getpid()).encode())
@@ -78,8 +80,9 @@ def _lock(fd: int) -> None:
 def remove_stale_temp_files(run: Path, log: Log) -> None:
     """Delete the temporary files that interrupted writes left in ``run``; call it only under the
     run's lock (no other process of ours writes there then)."""
-    found = stale_temp_files(run, RUN_FILES) + stale_temp_files(run / "checkpoints",
-                                                                ("A.ckpt", "B.ckpt"))
+    found = stale_temp_files(run, RUN_FILES) + stale_temp_files(
+        run / "checkpoints", ("A.ckpt", "B.ckpt")
+    )
     for p in found:
         p.unlink(missing_ok=True)
     if found:
@@ -102,8 +105,14 @@ def _find_module_b(run: Path, cfg: dict) -> Path | None:
     return None
 
 
-def train_run(run: str | Path, cfg: dict, *, progress: bool = True, vectorised: bool | None = None,
-              log: Log = print) -> DDAD:
+def train_run(
+    run: str | Path,
+    cfg: dict,
+    *,
+    progress: bool = True,
+    vectorised: bool | None = None,
+    log: Log = print,
+) -> DDAD:
     """Train (or resume, or reuse) the run ``cfg`` in folder ``run``; return the model.
 
     The folder is locked while training (a second process is refused). ``config.json`` is
@@ -113,8 +122,11 @@ def train_run(run: str | Path, cfg: dict, *, progress: bool = True, vectorised: 
     if run.exists() and not run.is_dir():
         raise DataError(f"{run}: is a file; --out must be a run folder")
     ours = {LOCK_FILE, "config.json", "checkpoints"}
-    if (run.is_dir() and not (run / "config.json").exists()
-            and any(p.name not in ours for p in run.iterdir())):
+    if (
+        run.is_dir()
+        and not (run / "config.json").exists()
+        and any(p.name not in ours for p in run.iterdir())
+    ):
         raise DataError(f"{run}: folder exists and is not a ddadlib run; choose a new --out")
     created = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
@@ -128,8 +140,7 @@ def train_run(run: str | Path, cfg: dict, *, progress: bool = True, vectorised: 
         raise
 
 
-def _train_locked(run: Path, cfg: dict, progress: bool, vectorised: bool | None,
-                  log: Log) -> DDAD:
+def _train_locked(run: Path, cfg: dict, progress: bool, vectorised: bool | None, log: Log) -> DDAD:
     remove_stale_temp_files(run, log)
     ds = PreparedDataset.load(cfg["data_path"])
     resumed = False
@@ -143,11 +154,15 @@ def _train_locked(run: Path, cfg: dict, progress: bool, vectorised: bool | None,
         diff = config_differences(old, cfg) if old is not None else []
         if problem or diff:
             if has_trained(run):
-                raise DataError(problem or (f"{run}: holds a run with another config "
-                                            f"({'; '.join(diff)}); train into a new --out "
-                                            "folder"))
-            log(f"{run}: replacing a run that never trained "
-                f"({problem or '; '.join(diff)})")
+                raise DataError(
+                    problem
+                    or (
+                        f"{run}: holds a run with another config "
+                        f"({'; '.join(diff)}); train into a new --out "
+                        "folder"
+                    )
+                )
+            log(f"{run}: replacing a run that never trained ({problem or '; '.join(diff)})")
         elif is_finished(run):
             log(f"{run}: finished run with the same config found; reusing it (nothing trained)")
             return DDAD.load(run / "model.pt", device=cfg["device"])
@@ -159,10 +174,18 @@ def _train_locked(run: Path, cfg: dict, progress: bool, vectorised: bool | None,
         raise DataError(f"{cfg['data_path']}: dataset changed since the run was configured")
     normal = ds.images[ds.part("normal")]
     unlabeled = ds.images[ds.indices(cfg["du_ids"])] if cfg["du_ids"] else None
-    model = DDAD(backbone=cfg["backbone"], k=cfg["k"], epochs=cfg["epochs"],
-                 batch_size=cfg["batch_size"], lr=cfg["lr"], seed=cfg["seed"],
-                 device=cfg["device"], precision=cfg["precision"], vectorised=vectorised,
-                 progress=progress)
+    model = DDAD(
+        backbone=cfg["backbone"],
+        k=cfg["k"],
+        epochs=cfg["epochs"],
+        batch_size=cfg["batch_size"],
+        lr=cfg["lr"],
+        seed=cfg["seed"],
+        device=cfg["device"],
+        precision=cfg["precision"],
+        vectorised=vectorised,
+        progress=progress,
+    )
     model._check_params()
     atomic_write_json(run / "config.json", cfg)
     module_b = None
@@ -171,23 +194,33 @@ def _train_locked(run: Path, cfg: dict, progress: bool, vectorised: bool | None,
         if source is not None:
             try:
                 module_b = DDAD.load(source / "model.pt", device=cfg["device"]).module_b_
-                log(f"module B: reusing the one trained in {source} (same data, backbone, seed "
-                    "and settings; B does not depend on AR)")
+                log(
+                    f"module B: reusing the one trained in {source} (same data, backbone, seed "
+                    "and settings; B does not depend on AR)"
+                )
             except DataError as exc:
                 log(f"module B: not reusing the one of {source} ({exc}); training it")
     n_u = len(cfg["du_ids"])
-    log(f"training {cfg['backbone']} on {cfg['device']} ({cfg['precision']}): "
+    log(
+        f"training {cfg['backbone']} on {cfg['device']} ({cfg['precision']}): "
         f"module B on Dn ({cfg['dn_size']:,} images)"
-        + ("" if cfg["backbone"] == "fanogan" else
-           f", module A on Dn + Du ({cfg['dn_size'] + n_u:,} images, AR {cfg['ar']})")
-        + f"; K = {cfg['k']}, {cfg['epochs']} epochs, seed {cfg['seed']}")
+        + (
+            ""
+            if cfg["backbone"] == "fanogan"
+            else f", module A on Dn + Du ({cfg['dn_size'] + n_u:,} images, AR {cfg['ar']})"
+        )
+        + f"; K = {cfg['k']}, {cfg['epochs']} epochs, seed {cfg['seed']}"
+    )
     t0 = time.perf_counter()
     model.fit(normal, unlabeled, module_b=module_b, checkpoint_dir=run / "checkpoints")
-    log_entry = {"seconds": round(time.perf_counter() - t0, 2),
-                 "torch_threads": torch.get_num_threads(), "modules": model.history_,
-                 "module_b_from": str(source) if module_b is not None else None,
-                 # after a resume, "seconds" counts the last session only
-                 "resumed": resumed}
+    log_entry = {
+        "seconds": round(time.perf_counter() - t0, 2),
+        "torch_threads": torch.get_num_threads(),
+        "modules": model.history_,
+        "module_b_from": str(source) if module_b is not None else None,
+        # after a resume, "seconds" counts the last session only
+        "resumed": resumed,
+    }
     atomic_write_json(run / "train_log.json", log_entry)
     model.save(run / "model.pt")
     # Checkpoints (weights and Adam states) only serve to resume; a finished run is model.pt.

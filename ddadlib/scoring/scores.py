@@ -26,15 +26,17 @@ def uncertainty(logvar_b: torch.Tensor) -> torch.Tensor:
     return torch.exp(logvar_b).mean(dim=0)
 
 
-def rec_map(x: torch.Tensor, recon: torch.Tensor, logvar: torch.Tensor | None = None
-            ) -> torch.Tensor:
+def rec_map(
+    x: torch.Tensor, recon: torch.Tensor, logvar: torch.Tensor | None = None
+) -> torch.Tensor:
     """Reconstruction error of each network on its own (members first or a single network)."""
     err = (x - recon) ** 2
     return err if logvar is None else err * torch.exp(-logvar)
 
 
-def rec_ensemble_map(x: torch.Tensor, recon_b: torch.Tensor,
-                     logvar_b: torch.Tensor | None = None) -> torch.Tensor:
+def rec_ensemble_map(
+    x: torch.Tensor, recon_b: torch.Tensor, logvar_b: torch.Tensor | None = None
+) -> torch.Tensor:
     """Reconstruction error against module B's mean ``mu_B``."""
     err = (x - recon_b.mean(dim=0)) ** 2
     return err if logvar_b is None else err / uncertainty(logvar_b)
@@ -48,19 +50,26 @@ def intra_map(recon_b: torch.Tensor, logvar_b: torch.Tensor | None = None) -> to
     return var.sqrt() if logvar_b is None else torch.sqrt(var / uncertainty(logvar_b))
 
 
-def inter_map(recon_a: torch.Tensor, recon_b: torch.Tensor,
-              logvar_b: torch.Tensor | None = None) -> torch.Tensor:
+def inter_map(
+    recon_a: torch.Tensor, recon_b: torch.Tensor, logvar_b: torch.Tensor | None = None
+) -> torch.Tensor:
     """Inter-discrepancy: ``|mu_A - mu_B|`` (divided by ``sigma`` with AE-U)."""
     diff = (recon_a.mean(dim=0) - recon_b.mean(dim=0)).abs()
     return diff if logvar_b is None else diff / uncertainty(logvar_b).sqrt()
 
 
-def score_maps(x: torch.Tensor, recon_b: torch.Tensor, recon_a: torch.Tensor | None = None,
-               logvar_b: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def score_maps(
+    x: torch.Tensor,
+    recon_b: torch.Tensor,
+    recon_a: torch.Tensor | None = None,
+    logvar_b: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """All maps at once: ``rec`` (per member), ``rec_ensemble``, ``intra`` (K >= 2) and
     ``inter`` (when module A is given)."""
-    maps = {"rec": rec_map(x, recon_b, logvar_b),
-            "rec_ensemble": rec_ensemble_map(x, recon_b, logvar_b)}
+    maps = {
+        "rec": rec_map(x, recon_b, logvar_b),
+        "rec_ensemble": rec_ensemble_map(x, recon_b, logvar_b),
+    }
     if recon_b.shape[0] >= 2:
         maps["intra"] = intra_map(recon_b, logvar_b)
     if recon_a is not None:
