@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddadlib.dataset import PreparedDataset, write_dataset
-from ddadlib.prepare import prepare_folder
-from ddadlib.splits import make_split
+from ddadlib.data.dataset import PreparedDataset, write_dataset
+from ddadlib.data.prepare import prepare_folder
+from ddadlib.data.splits import make_split
 
 KERMANY = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kermany-cxr128"
 
@@ -24,8 +24,18 @@ def bench_load(n: int = 10_000, size: int = 64) -> None:
     images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
     labels = (np.arange(n) % 3 == 0).astype(int)
     ids = [f"img{i:06d}.png" for i in range(n)]
-    manifest = pd.DataFrame({"id": ids, "label": labels, "patient_id": "", "finding": "",
-                             "md5": "", "orig_height": size, "orig_width": size, "boxes": "[]"})
+    manifest = pd.DataFrame(
+        {
+            "id": ids,
+            "label": labels,
+            "patient_id": "",
+            "finding": "",
+            "md5": "",
+            "orig_height": size,
+            "orig_width": size,
+            "boxes": "[]",
+        }
+    )
     split = make_split(ids, labels, n_normal=n // 3, n_test=n // 10, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         write_dataset(tmp, images, manifest, split, {"source": "bench"})
@@ -43,11 +53,18 @@ def bench_decode() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for workers in (1, None):
             t = time.perf_counter()
-            prepare_folder(KERMANY, Path(tmp) / f"w{workers}", workers=workers, progress=False,
-                           log=lambda s: None)
+            prepare_folder(
+                KERMANY,
+                Path(tmp) / f"w{workers}",
+                workers=workers,
+                progress=False,
+                log=lambda s: None,
+            )
             dt = time.perf_counter() - t
-            print(f"prepare folder (5,216 PNG, 128 -> 64), workers={workers or 'all cores'}: "
-                  f"{dt:.2f} s, {5216 / dt:,.0f} images/s")
+            print(
+                f"prepare folder (5,216 PNG, 128 -> 64), workers={workers or 'all cores'}: "
+                f"{dt:.2f} s, {5216 / dt:,.0f} images/s"
+            )
 
 
 if __name__ == "__main__":

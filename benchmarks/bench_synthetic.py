@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from ddadlib import synthetic
-from ddadlib.synthetic import generate_synthetic
+from ddadlib.data import synthetic
+from ddadlib.data.synthetic import generate_synthetic
 
 
 def bench(n: int, size: int) -> float:

@@ -2,7 +2,7 @@
 
 Prints images per second per member for
 
-- ``ours``: ``ddadlib.ensemble.train_ensemble`` on the path it picks for the device
+- ``ours``: ``ddadlib.models.ensemble.train_ensemble`` on the path it picks for the device
   (CPU: members one after the other, channels-last; CUDA: the K members vectorised);
 - ``sequential fp32``: the K members one after the other, float32, plain memory layout, data
   already on the device;
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ddadlib.backbones import build_backbone
-from ddadlib.ensemble import EnsembleConfig, train_ensemble
-from ddadlib.synthetic import generate_synthetic
+from ddadlib.data.synthetic import generate_synthetic
+from ddadlib.models.backbones import build_backbone
+from ddadlib.models.ensemble import EnsembleConfig, train_ensemble
 
 #: Member-images of Table 1 on RSNA: 3 backbones x K = 3 x 250 epochs x (|Dn| + |Dn + Du|).
 TABLE1_MEMBER_IMAGES = 3 * 3 * 250 * (3851 + 3851 + 4000)
@@ -48,8 +48,9 @@ class PILDataset(torch.utils.data.Dataset):
 
 def authors_design(images: np.ndarray, k: int, epochs: int, device: torch.device) -> float:
     """Seconds to train k members one at a time through a DataLoader with one worker."""
-    loader = torch.utils.data.DataLoader(PILDataset(images), batch_size=64, shuffle=True,
-                                         num_workers=1, drop_last=False)
+    loader = torch.utils.data.DataLoader(
+        PILDataset(images), batch_size=64, shuffle=True, num_workers=1, drop_last=False
+    )
     t0 = time.perf_counter()
     for _ in range(k):
         net = build_backbone("ae").to(device).train()
@@ -76,7 +77,7 @@ def plain_sequential(images: torch.Tensor, k: int, epochs: int) -> float:
         for _ in range(epochs):
             order = torch.randperm(n, generator=g).to(images.device)
             for s in range(0, n, 64):
-                x = images[order[s:s + 64]]
+                x = images[order[s : s + 64]]
                 loss = net.loss(x, net(x))
                 opt.zero_grad()
                 loss.backward()
@@ -85,8 +86,13 @@ def plain_sequential(images: torch.Tensor, k: int, epochs: int) -> float:
     return time.perf_counter() - t0
 
 
-def ours(images: torch.Tensor, k: int, epochs: int, vectorised: bool | None = None,
-         precision: str = "fp32") -> float:
+def ours(
+    images: torch.Tensor,
+    k: int,
+    epochs: int,
+    vectorised: bool | None = None,
+    precision: str = "fp32",
+) -> float:
     cfg = EnsembleConfig(k=k, epochs=epochs, precision=precision)
     t0 = time.perf_counter()
     train_ensemble(images, cfg, vectorised=vectorised, progress=False)
@@ -106,16 +112,26 @@ def bench(device: torch.device, n: int, k: int, epochs: int) -> None:
     work = n * k * epochs
     rows = []
     default_vec = device.type == "cuda"
-    rows.append(("ours (" + ("vectorised" if default_vec else "sequential, channels-last")
-                 + ", fp32)", ours(images, k, epochs)))
+    rows.append(
+        (
+            "ours (" + ("vectorised" if default_vec else "sequential, channels-last") + ", fp32)",
+            ours(images, k, epochs),
+        )
+    )
     rows.append(("sequential fp32 (plain)", plain_sequential(images, k, epochs)))
-    rows.append(("vectorised fp32" if not default_vec else "sequential, ddadlib path",
-                 ours(images, k, epochs, vectorised=not default_vec)))
+    rows.append(
+        (
+            "vectorised fp32" if not default_vec else "sequential, ddadlib path",
+            ours(images, k, epochs, vectorised=not default_vec),
+        )
+    )
     rows.append(("ours, bf16 autocast", ours(images, k, epochs, precision="bf16")))
     rows.append(("authors' design", authors_design(raw, k, epochs, device)))
     base = work / rows[-1][1]
-    print(f"\n{device.type}: {n} images of 64x64, K = {k}, {epochs} epoch(s), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(
+        f"\n{device.type}: {n} images of 64x64, K = {k}, {epochs} epoch(s), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+    )
     print(f"{'path':<42}{'img/s/member':>14}{'vs authors':>12}{'Table 1 (est.)':>16}")
     for name, secs in rows:
         rate = work / secs
@@ -135,9 +151,11 @@ def main() -> None:
     p.add_argument("--devices", nargs="*", default=None, help="default: cpu and cuda if present")
     args = p.parse_args()
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    print("img/s/member: images per second per ensemble member (K members train K times the "
-          "images); 'Table 1 (est.)' extrapolates that rate to the paper's Table 1 protocol "
-          f"({TABLE1_MEMBER_IMAGES / 1e6:.1f}M member-images)")
+    print(
+        "img/s/member: images per second per ensemble member (K members train K times the "
+        "images); 'Table 1 (est.)' extrapolates that rate to the paper's Table 1 protocol "
+        f"({TABLE1_MEMBER_IMAGES / 1e6:.1f}M member-images)"
+    )
     for d in devices:
         bench(torch.device(d), args.images, args.k, args.epochs)
 

@@ -10,11 +10,11 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-from ddadlib.dataset import PreparedDataset
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.data.prepare import prepare_folder, prepare_kaggle, prepare_kermany, prepare_synthetic
+from ddadlib.data.splits import ar_range, draw_unlabeled, make_split, max_unlabeled
+from ddadlib.data.synthetic import ABNORMALITY_KINDS, generate_synthetic, generate_synthetic_counts
 from ddadlib.errors import ConfigError, DataError, TrainingError
-from ddadlib.prepare import prepare_folder, prepare_kaggle, prepare_kermany, prepare_synthetic
-from ddadlib.splits import ar_range, draw_unlabeled, make_split, max_unlabeled
-from ddadlib.synthetic import ABNORMALITY_KINDS, generate_synthetic, generate_synthetic_counts
 
 __all__ = [
     "ABNORMALITY_KINDS",
@@ -41,7 +41,7 @@ def __getattr__(name: str):
     # DDAD needs torch; importing it lazily keeps `import ddadlib` (and data preparation's
     # worker processes) free of the torch import.
     if name == "DDAD":
-        from ddadlib.estimator import DDAD
+        from ddadlib.detectors import DDAD
 
         return DDAD
     raise AttributeError(f"module 'ddadlib' has no attribute {name!r}")

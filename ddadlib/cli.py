@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from ddadlib import __version__
+from ddadlib.data import prepare
+from ddadlib.data.dataset import PreparedDataset, is_prepared
+from ddadlib.data.imaging import IMAGE_EXTENSIONS, MAX_SIZE, MIN_SIZE, read_image, resize
+from ddadlib.data.splits import ar_range, format_sizes, split_sizes
+from ddadlib.data.synthetic import ABNORMALITY_KINDS
 from ddadlib.errors import ConfigError, DataError, TrainingError, disk_full_message
-from ddadlib.imaging import MAX_SIZE, MIN_SIZE
-from ddadlib.synthetic import ABNORMALITY_KINDS
+from ddadlib.fileio import atomic_write_bytes, atomic_write_json
+
+# Each command imports torch, pandas, matplotlib, tqdm and the run layer inside its function, so
+# that `ddad --help` and `ddad prepare` start without them.
 
 # --- argument types, shared by every command: a bad value fails at parse time, in one line ---
 
@@ -50,6 +63,7 @@ def positive_float(text: str) -> float:
 def int_range(lo: int, hi: int | None = None, why: str = "") -> Callable[[str], int]:
     """A type for whole numbers from ``lo`` to ``hi`` (no upper bound when None); ``why`` is
     added to the message of a value above ``hi``."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -68,22 +82,27 @@ def int_range(lo: int, hi: int | None = None, why: str = "") -> Callable[[str], 
 nonneg_int = int_range(0)
 positive_int = int_range(1)
 seed_int = int_range(0, 2**32 - 1, "seeds are 32-bit")
-image_size = int_range(MIN_SIZE, MAX_SIZE, "larger images outgrow memory and the networks, which "
-                                           "are built for the paper's 64 px")
+image_size = int_range(
+    MIN_SIZE,
+    MAX_SIZE,
+    "larger images outgrow memory and the networks, which are built for the paper's 64 px",
+)
 #: More samples per class than fit a readable grid take minutes and gigabytes to draw.
 MAX_SAMPLES = 64
 n_samples = int_range(1, MAX_SAMPLES, "a larger grid is unreadable and slow to draw")
 #: Bootstrap resamples: 0 skips the AUC interval; beyond 10,000 it gets no more precise.
-n_boot = int_range(0, 10_000, "more resamples do not make the interval more precise but cost "
-                              "minutes and memory")
+n_boot = int_range(
+    0, 10_000, "more resamples do not make the interval more precise but cost minutes and memory"
+)
 
 
 def device_name(text: str) -> str:
     """auto, cpu, cuda, cuda:N or mps (whether the device is there is checked when used)."""
     if text in ("auto", "cpu", "mps", "cuda") or re.fullmatch(r"cuda:\d+", text):
         return text
-    raise argparse.ArgumentTypeError(f"unknown device {text!r}; choose auto, cpu, cuda, cuda:N "
-                                     "or mps")
+    raise argparse.ArgumentTypeError(
+        f"unknown device {text!r}; choose auto, cpu, cuda, cuda:N or mps"
+    )
 
 
 def _no_file_above(path: Path) -> None:
@@ -120,60 +139,103 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_split_options(p: argparse.ArgumentParser, n_normal_help: str, n_test_help: str) -> None:
-    p.add_argument("--out", type=out_folder, required=True,
-                   help="folder to write the prepared dataset")
-    p.add_argument("--size", type=image_size, default=64,
-                   help=f"square image size in pixels, {MIN_SIZE} to {MAX_SIZE} (default 64)")
+    p.add_argument(
+        "--out", type=out_folder, required=True, help="folder to write the prepared dataset"
+    )
+    p.add_argument(
+        "--size",
+        type=image_size,
+        default=64,
+        help=f"square image size in pixels, {MIN_SIZE} to {MAX_SIZE} (default 64)",
+    )
     p.add_argument("--n-normal", type=positive_int, default=None, help=n_normal_help)
     p.add_argument("--n-test", type=positive_int, default=None, help=n_test_help)
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the split (default 0)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a dataset already prepared in --out")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a dataset already prepared in --out"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_file_options(p: argparse.ArgumentParser, on_error: str) -> None:
     p.add_argument("--root", type=Path, required=True, help="folder of the download or images")
-    p.add_argument("--split", type=Path, default=None, dest="split_file",
-                   help="use this split file (authors' layout; names matched by file stem) "
-                        "instead of sampling one")
-    p.add_argument("--workers", type=positive_int, default=None,
-                   help="decoding processes (default and most: all cores)")
-    p.add_argument("--on-error", choices=("fail", "skip"), default=on_error,
-                   help="an image that does not decode: stop with an error, or leave it out and "
-                        f"list it in skipped.csv (default {on_error})")
+    p.add_argument(
+        "--split",
+        type=Path,
+        default=None,
+        dest="split_file",
+        help="use this split file (authors' layout; names matched by file stem) "
+        "instead of sampling one",
+    )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="decoding processes (default and most: all cores)",
+    )
+    p.add_argument(
+        "--on-error",
+        choices=("fail", "skip"),
+        default=on_error,
+        help="an image that does not decode: stop with an error, or leave it out and "
+        f"list it in skipped.csv (default {on_error})",
+    )
 
 
 BACKBONE_CHOICES = ("ae", "aeu", "memae", "fanogan")
 #: The demo's protocol on the built-in set; the same on every device so its numbers compare.
-DEMO_DATA = dict(n_normal=500, n_test=250, n_unlabeled=500, kinds=("pneumonia",),
-                 severity=(0.1, 0.5))
+DEMO_DATA = dict(
+    n_normal=500, n_test=250, n_unlabeled=500, kinds=("pneumonia",), severity=(0.1, 0.5)
+)
 DEMO_AR = 0.6
 DEMO_EPOCHS = 40
 #: The demo's data sets (the bundled real X-rays by default) and M, the size of Du, on each.
-DEMO_SETS = {"kermany": "the bundled Kermany chest X-rays",
-             "synthetic": "the built-in synthetic set"}
+DEMO_SETS = {
+    "kermany": "the bundled Kermany chest X-rays",
+    "synthetic": "the built-in synthetic set",
+}
 DEMO_UNLABELED = {"kermany": 500, "synthetic": DEMO_DATA["n_unlabeled"]}
 
 
 def _add_train_options(p: argparse.ArgumentParser, epochs: int) -> None:
-    p.add_argument("--backbone", choices=BACKBONE_CHOICES, default="ae",
-                   help="reconstruction network (default ae; fanogan trains on Dn only)")
+    p.add_argument(
+        "--backbone",
+        choices=BACKBONE_CHOICES,
+        default="ae",
+        help="reconstruction network (default ae; fanogan trains on Dn only)",
+    )
     p.add_argument("--k", type=positive_int, default=3, help="networks per module (default 3)")
     p.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs (default {epochs})")
     p.add_argument("--ar", type=fraction, default=0.6, help="anomaly rate of Du (default 0.6)")
-    p.add_argument("--n-unlabeled", type=nonneg_int, default=None,
-                   help="M, the size of Du (default 4000 where the pools allow it at --ar, else "
-                        "the most they allow)")
-    p.add_argument("--seed", type=seed_int, default=0,
-                   help="seed of initialisation, data order and the Du draw (default 0)")
+    p.add_argument(
+        "--n-unlabeled",
+        type=nonneg_int,
+        default=None,
+        help="M, the size of Du (default 4000 where the pools allow it at --ar, else "
+        "the most they allow)",
+    )
+    p.add_argument(
+        "--seed",
+        type=seed_int,
+        default=0,
+        help="seed of initialisation, data order and the Du draw (default 0)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
-    p.add_argument("--lr", type=positive_float, default=5e-4,
-                   help="Adam learning rate (default 5e-4)")
-    p.add_argument("--device", type=device_name, default="auto",
-                   help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="training precision (default auto = fp32)")
+    p.add_argument(
+        "--lr", type=positive_float, default=5e-4, help="Adam learning rate (default 5e-4)"
+    )
+    p.add_argument(
+        "--device",
+        type=device_name,
+        default="auto",
+        help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="training precision (default auto = fp32)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -182,178 +244,311 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ddad",
         description="DDAD (Dual-Distribution Discrepancy) anomaly detection for chest X-rays. "
-                    "For research and teaching, not for clinical use.")
+        "For research and teaching, not for clinical use.",
+    )
     parser.add_argument("--version", action="version", version=f"ddadlib {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    prep = sub.add_parser("prepare", help="turn a data source into a prepared dataset",
-                          description="Turn a data source into a prepared dataset folder "
-                                      "(images.npy, manifest.csv, split.json, dataset.json).")
+    prep = sub.add_parser(
+        "prepare",
+        help="turn a data source into a prepared dataset",
+        description="Turn a data source into a prepared dataset folder "
+        "(images.npy, manifest.csv, split.json, dataset.json).",
+    )
     psub = prep.add_subparsers(dest="source", metavar="SOURCE", required=True)
 
-    syn = psub.add_parser("synthetic", help="the built-in synthetic chest X-ray set",
-                          description="Generate the built-in synthetic chest X-ray set.")
-    _add_split_options(syn, "Dn: known-normal training images (default 1000)",
-                       "test images per class (default 250)")
-    syn.add_argument("--n-unlabeled", type=nonneg_int, default=1000,
-                     help="M, the size of Du (default 1000)")
-    syn.add_argument("--kinds", default=None,
-                     help="comma-separated abnormality kinds (default: all of "
-                          f"{','.join(ABNORMALITY_KINDS)})")
-    syn.add_argument("--severity", type=fraction, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                     help="range the severity of an abnormality is drawn from (default 0.2 1.0)")
-    syn.add_argument("--ar", type=fraction, default=None,
-                     help="anomaly rate of Du; without it the pools hold M normal and M abnormal "
-                          "images so that any AR from 0 to 1 can be drawn later")
+    syn = psub.add_parser(
+        "synthetic",
+        help="the built-in synthetic chest X-ray set",
+        description="Generate the built-in synthetic chest X-ray set.",
+    )
+    _add_split_options(
+        syn,
+        "Dn: known-normal training images (default 1000)",
+        "test images per class (default 250)",
+    )
+    syn.add_argument(
+        "--n-unlabeled", type=nonneg_int, default=1000, help="M, the size of Du (default 1000)"
+    )
+    syn.add_argument(
+        "--kinds",
+        default=None,
+        help=f"comma-separated abnormality kinds (default: all of {','.join(ABNORMALITY_KINDS)})",
+    )
+    syn.add_argument(
+        "--severity",
+        type=fraction,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="range the severity of an abnormality is drawn from (default 0.2 1.0)",
+    )
+    syn.add_argument(
+        "--ar",
+        type=fraction,
+        default=None,
+        help="anomaly rate of Du; without it the pools hold M normal and M abnormal "
+        "images so that any AR from 0 to 1 can be drawn later",
+    )
 
-    ker = psub.add_parser("kermany", help="the bundled real chest X-rays (Kermany et al., "
-                                          "CC BY 4.0)",
-                          description="Prepare the real chest X-rays that come with ddadlib: "
-                                      "1,341 normal and 1,350 pneumonia images (pediatric, "
-                                      "64x64) from Kermany, Zhang, Goldbaum et al., Mendeley "
-                                      "Data v2, CC BY 4.0. No path and no network needed.")
-    _add_split_options(ker, "Dn size (default 541, which leaves 500 normal images in the pools "
-                            "so that M = 500 can be drawn at every AR from 0 to 1)",
-                       "test images per class (default 300)")
+    ker = psub.add_parser(
+        "kermany",
+        help="the bundled real chest X-rays (Kermany et al., CC BY 4.0)",
+        description="Prepare the real chest X-rays that come with ddadlib: "
+        "1,341 normal and 1,350 pneumonia images (pediatric, "
+        "64x64) from Kermany, Zhang, Goldbaum et al., Mendeley "
+        "Data v2, CC BY 4.0. No path and no network needed.",
+    )
+    _add_split_options(
+        ker,
+        "Dn size (default 541, which leaves 500 normal images in the pools "
+        "so that M = 500 can be drawn at every AR from 0 to 1)",
+        "test images per class (default 300)",
+    )
 
-    fol = psub.add_parser("folder", help="your own images: labels.csv or class subfolders",
-                          description="Prepare a folder of PNG/JPEG/DICOM images, labelled by "
-                                      "labels.csv (filename,label[,patient_id]) or by class "
-                                      "subfolders (normal, 0, no_finding: normal; 1, "
-                                      "abnormal and common finding names such as pneumonia: "
-                                      "abnormal; any other name must be given with "
-                                      "--normal-names or --abnormal-names).")
-    _add_split_options(fol, "Dn size (default: half the normal images left after the test set, "
-                            "at most 4000)",
-                       "test images per class (default: a quarter of the smaller class, at most "
-                       "1000)")
+    fol = psub.add_parser(
+        "folder",
+        help="your own images: labels.csv or class subfolders",
+        description="Prepare a folder of PNG/JPEG/DICOM images, labelled by "
+        "labels.csv (filename,label[,patient_id]) or by class "
+        "subfolders (normal, 0, no_finding: normal; 1, "
+        "abnormal and common finding names such as pneumonia: "
+        "abnormal; any other name must be given with "
+        "--normal-names or --abnormal-names).",
+    )
+    _add_split_options(
+        fol,
+        "Dn size (default: half the normal images left after the test set, at most 4000)",
+        "test images per class (default: a quarter of the smaller class, at most 1000)",
+    )
     _add_file_options(fol, on_error="fail")
-    fol.add_argument("--labels", type=Path, default=None,
-                     help="labels CSV (default ROOT/labels.csv when present)")
-    fol.add_argument("--patient-regex", default=None, metavar="REGEX",
-                     help="derive patient ids from the file paths below ROOT: the named group "
-                          "'patient', else the first group, else the whole match (e.g. "
-                          "'(person\\d+)' for Kermany); a file it does not match is an error")
-    fol.add_argument("--normal-names", default="", metavar="NAMES",
-                     help="comma-separated class subfolders that hold normal images")
-    fol.add_argument("--abnormal-names", default="", metavar="NAMES",
-                     help="comma-separated class subfolders that hold abnormal images")
+    fol.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="labels CSV (default ROOT/labels.csv when present)",
+    )
+    fol.add_argument(
+        "--patient-regex",
+        default=None,
+        metavar="REGEX",
+        help="derive patient ids from the file paths below ROOT: the named group "
+        "'patient', else the first group, else the whole match (e.g. "
+        "'(person\\d+)' for Kermany); a file it does not match is an error",
+    )
+    fol.add_argument(
+        "--normal-names",
+        default="",
+        metavar="NAMES",
+        help="comma-separated class subfolders that hold normal images",
+    )
+    fol.add_argument(
+        "--abnormal-names",
+        default="",
+        metavar="NAMES",
+        help="comma-separated class subfolders that hold abnormal images",
+    )
 
-    for kind, title, dn in (("rsna", "RSNA Pneumonia Detection Challenge", 3851),
-                            ("vinbigdata", "VinBigData Chest X-ray Abnormalities Detection", 4000)):
-        k = psub.add_parser(kind, help=f"the Kaggle {title} download",
-                            description=f"Prepare the unpacked Kaggle {title} download "
-                                        "(see data_prep/README.md). Nothing is downloaded.")
-        _add_split_options(k, f"Dn size (default {dn}, as the authors)",
-                           "test images per class (default 1000, as the authors)")
+    for kind, title, dn in (
+        ("rsna", "RSNA Pneumonia Detection Challenge", 3851),
+        ("vinbigdata", "VinBigData Chest X-ray Abnormalities Detection", 4000),
+    ):
+        k = psub.add_parser(
+            kind,
+            help=f"the Kaggle {title} download",
+            description=f"Prepare the unpacked Kaggle {title} download "
+            "(see data_prep/README.md). Nothing is downloaded.",
+        )
+        _add_split_options(
+            k,
+            f"Dn size (default {dn}, as the authors)",
+            "test images per class (default 1000, as the authors)",
+        )
         _add_file_options(k, on_error="skip")
 
-    info = sub.add_parser("info", help="summarise a prepared dataset",
-                          description="Print a prepared dataset's sizes and the AR range its "
-                                      "pools can meet.")
+    info = sub.add_parser(
+        "info",
+        help="summarise a prepared dataset",
+        description="Print a prepared dataset's sizes and the AR range its pools can meet.",
+    )
     info.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
-    info.add_argument("--n-unlabeled", type=nonneg_int, default=None,
-                      help="M to report the AR range for (default: the pools' normal size)")
+    info.add_argument(
+        "--n-unlabeled",
+        type=nonneg_int,
+        default=None,
+        help="M to report the AR range for (default: the pools' normal size)",
+    )
 
-    sam = sub.add_parser("samples", help="draw a grid of normal and abnormal images",
-                         description="Save a PNG grid of normal and abnormal images of a "
-                                     "prepared dataset, with mask outlines or boxes.")
+    sam = sub.add_parser(
+        "samples",
+        help="draw a grid of normal and abnormal images",
+        description="Save a PNG grid of normal and abnormal images of a "
+        "prepared dataset, with mask outlines or boxes.",
+    )
     sam.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
     sam.add_argument("--out", type=out_file, required=True, help="PNG file to write")
-    sam.add_argument("--n", type=n_samples, default=8,
-                     help=f"images per class, 1 to {MAX_SAMPLES} (default 8)")
+    sam.add_argument(
+        "--n", type=n_samples, default=8, help=f"images per class, 1 to {MAX_SAMPLES} (default 8)"
+    )
     sam.add_argument("--seed", type=seed_int, default=0, help="seed of the sample choice")
     sam.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
 
-    tr = sub.add_parser("train", help="train DDAD (modules A and B) on a prepared dataset",
-                        description="Train module B (K networks on Dn) and module A (K networks "
-                                    "on Dn plus a Du drawn from the pools at --ar) into a run "
-                                    "folder. An existing run with the same settings is resumed "
-                                    "or reused; module B is reused from a finished sibling run "
-                                    "that differs only in AR.")
+    tr = sub.add_parser(
+        "train",
+        help="train DDAD (modules A and B) on a prepared dataset",
+        description="Train module B (K networks on Dn) and module A (K networks "
+        "on Dn plus a Du drawn from the pools at --ar) into a run "
+        "folder. An existing run with the same settings is resumed "
+        "or reused; module B is reused from a finished sibling run "
+        "that differs only in AR.",
+    )
     tr.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
     tr.add_argument("--out", type=out_folder, required=True, help="run folder to write")
     _add_train_options(tr, epochs=250)
 
-    ev = sub.add_parser("evaluate", help="score a run's test split and write metrics",
-                        description="Score the test split (Dt) of the run's dataset, or of "
-                                    "another prepared dataset, and write metrics.json, "
-                                    "scores.csv and figures.")
+    ev = sub.add_parser(
+        "evaluate",
+        help="score a run's test split and write metrics",
+        description="Score the test split (Dt) of the run's dataset, or of "
+        "another prepared dataset, and write metrics.json, "
+        "scores.csv and figures.",
+    )
     ev.add_argument("--run", type=Path, required=True, help="finished run folder")
-    ev.add_argument("--data", type=Path, default=None,
-                    help="another prepared dataset whose test split to score (default: the "
-                         "run's own); results go to RUN/eval-<name>-<fingerprint>")
-    ev.add_argument("--n-boot", type=n_boot, default=1000,
-                    help="bootstrap resamples for the AUC interval, 0 (none) to 10,000 "
-                         "(default 1000)")
+    ev.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="another prepared dataset whose test split to score (default: the "
+        "run's own); results go to RUN/eval-<name>-<fingerprint>",
+    )
+    ev.add_argument(
+        "--n-boot",
+        type=n_boot,
+        default=1000,
+        help="bootstrap resamples for the AUC interval, 0 (none) to 10,000 (default 1000)",
+    )
     ev.add_argument("--overwrite", action="store_true", help="evaluate again over earlier results")
 
-    sc = sub.add_parser("score", help="score new, unlabeled images with a trained run",
-                        description="Write a CSV of the scores (rec, rec_ensemble, intra, inter) "
-                                    "of every image (PNG/JPEG/DICOM) under a folder, each with "
-                                    "its percentile among the run's normal test images (*_pct) "
-                                    "and its flag at 95% specificity (*_flag) when the run has "
-                                    "been evaluated (`ddad evaluate`).")
+    sc = sub.add_parser(
+        "score",
+        help="score new, unlabeled images with a trained run",
+        description="Write a CSV of the scores (rec, rec_ensemble, intra, inter) "
+        "of every image (PNG/JPEG/DICOM) under a folder, each with "
+        "its percentile among the run's normal test images (*_pct) "
+        "and its flag at 95% specificity (*_flag) when the run has "
+        "been evaluated (`ddad evaluate`).",
+    )
     sc.add_argument("--run", type=Path, required=True, help="finished run folder")
-    sc.add_argument("--images", type=Path, required=True, help="folder of images (searched "
-                                                               "recursively)")
+    sc.add_argument(
+        "--images", type=Path, required=True, help="folder of images (searched recursively)"
+    )
     sc.add_argument("--out", type=Path, required=True, help="CSV file to write")
     sc.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
 
-    demo = sub.add_parser("demo", help="the main job: DDAD end to end on the bundled data",
-                          description="Prepare the bundled real chest X-rays (Kermany et al., "
-                                      "CC BY 4.0: Dn 541 normal images; pools of 500 normal and "
-                                      "1,050 pneumonia; test 300 + 300), train DDAD on them (AE "
-                                      "backbone, K = 3, AR 0.6, Du of 500), evaluate it and draw "
-                                      "the figures: minutes on a laptop's CPU. --data "
-                                      "synthetic runs it on the built-in synthetic set instead "
-                                      "(Dn 500; pools 500 + 500; test 250 + 250; a mild lobar "
-                                      "pneumonia). A folder is reused only by the same demo.")
-    demo.add_argument("--data", choices=tuple(DEMO_SETS), default="kermany",
-                      help="kermany (default): the bundled real chest X-rays; synthetic: the "
-                           "built-in synthetic set")
-    demo.add_argument("--out", type=out_folder, default=Path("ddad-demo"),
-                      help="output folder (default ./ddad-demo)")
-    demo.add_argument("--epochs", type=positive_int, default=None,
-                      help=f"training epochs (default {DEMO_EPOCHS}, the same on every device)")
-    demo.add_argument("--backbone", choices=BACKBONE_CHOICES, default="ae",
-                      help="backbone (default ae)")
+    demo = sub.add_parser(
+        "demo",
+        help="the main job: DDAD end to end on the bundled data",
+        description="Prepare the bundled real chest X-rays (Kermany et al., "
+        "CC BY 4.0: Dn 541 normal images; pools of 500 normal and "
+        "1,050 pneumonia; test 300 + 300), train DDAD on them (AE "
+        "backbone, K = 3, AR 0.6, Du of 500), evaluate it and draw "
+        "the figures: minutes on a laptop's CPU. --data "
+        "synthetic runs it on the built-in synthetic set instead "
+        "(Dn 500; pools 500 + 500; test 250 + 250; a mild lobar "
+        "pneumonia). A folder is reused only by the same demo.",
+    )
+    demo.add_argument(
+        "--data",
+        choices=tuple(DEMO_SETS),
+        default="kermany",
+        help="kermany (default): the bundled real chest X-rays; synthetic: the "
+        "built-in synthetic set",
+    )
+    demo.add_argument(
+        "--out",
+        type=out_folder,
+        default=Path("ddad-demo"),
+        help="output folder (default ./ddad-demo)",
+    )
+    demo.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help=f"training epochs (default {DEMO_EPOCHS}, the same on every device)",
+    )
+    demo.add_argument(
+        "--backbone", choices=BACKBONE_CHOICES, default="ae", help="backbone (default ae)"
+    )
     demo.add_argument("--seed", type=seed_int, default=0, help="seed (default 0)")
-    demo.add_argument("--device", type=device_name, default="auto",
-                      help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
+    demo.add_argument(
+        "--device", type=device_name, default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu"
+    )
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
 
     rp = sub.add_parser(
-        "reproduce", help="the paper's Tables 1 and 2, AR ablation and histograms",
+        "reproduce",
+        help="the paper's Tables 1 and 2, AR ablation and histograms",
         description="Train and evaluate every run of the paper's experiments on a prepared "
-                    "dataset (Table 1: AE, MemAE, AE-U at AR 0.6; Table 2: adds f-AnoGAN; the AR "
-                    "ablation 0 to 1 with the AE; the score histograms), over several seeds, and "
-                    "write results.md (ours beside the paper's), results.csv and figures. Finished "
-                    "runs are reused; run the same command again to resume a stopped one.")
+        "dataset (Table 1: AE, MemAE, AE-U at AR 0.6; Table 2: adds f-AnoGAN; the AR "
+        "ablation 0 to 1 with the AE; the score histograms), over several seeds, and "
+        "write results.md (ours beside the paper's), results.csv and figures. Finished "
+        "runs are reused; run the same command again to resume a stopped one.",
+    )
     rp.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
-    rp.add_argument("--out", type=out_folder, required=True,
-                    help="output folder (runs and results)")
-    rp.add_argument("--protocol", default="cpu", choices=("paper", "cpu", "quick"),
-                    help="paper: 250 epochs (for a GPU); cpu (default): 20 epochs, f-AnoGAN 100; "
-                         "quick: 2 epochs, a smoke test. All use K = 3 and seeds 0, 1, 2")
-    rp.add_argument("--experiments", nargs="+", default=None,
-                    choices=("table1", "table2", "ablation", "histograms"),
-                    help="which experiments (default all)")
-    rp.add_argument("--seeds", type=seed_int, nargs="+", default=None,
-                    help="seeds instead of the protocol's 0 1 2")
-    rp.add_argument("--epochs", type=positive_int, default=None,
-                    help="epochs instead of the protocol's")
-    rp.add_argument("--fanogan-epochs", type=positive_int, default=None,
-                    help="f-AnoGAN epochs instead of the protocol's")
-    rp.add_argument("--n-boot", type=n_boot, default=1000,
-                    help="bootstrap resamples for the AUC intervals, 0 to 10,000 (default 1000)")
-    rp.add_argument("--device", type=device_name, default="auto",
-                    help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
-    rp.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                    help="auto (float32) or bf16")
-    rp.add_argument("--report-only", action="store_true",
-                    help="train nothing: tabulate the runs finished so far (e.g. while another "
-                         "process trains them)")
+    rp.add_argument(
+        "--out", type=out_folder, required=True, help="output folder (runs and results)"
+    )
+    rp.add_argument(
+        "--protocol",
+        default="cpu",
+        choices=("paper", "cpu", "quick"),
+        help="paper: 250 epochs (for a GPU); cpu (default): 20 epochs, f-AnoGAN 100; "
+        "quick: 2 epochs, a smoke test. All use K = 3 and seeds 0, 1, 2",
+    )
+    rp.add_argument(
+        "--experiments",
+        nargs="+",
+        default=None,
+        choices=("table1", "table2", "ablation", "histograms"),
+        help="which experiments (default all)",
+    )
+    rp.add_argument(
+        "--seeds",
+        type=seed_int,
+        nargs="+",
+        default=None,
+        help="seeds instead of the protocol's 0 1 2",
+    )
+    rp.add_argument(
+        "--epochs", type=positive_int, default=None, help="epochs instead of the protocol's"
+    )
+    rp.add_argument(
+        "--fanogan-epochs",
+        type=positive_int,
+        default=None,
+        help="f-AnoGAN epochs instead of the protocol's",
+    )
+    rp.add_argument(
+        "--n-boot",
+        type=n_boot,
+        default=1000,
+        help="bootstrap resamples for the AUC intervals, 0 to 10,000 (default 1000)",
+    )
+    rp.add_argument(
+        "--device", type=device_name, default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu"
+    )
+    rp.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="auto (float32) or bf16",
+    )
+    rp.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: tabulate the runs finished so far (e.g. while another "
+        "process trains them)",
+    )
     rp.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -371,34 +566,48 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def _prepare_source(args: argparse.Namespace) -> None:
-    from ddadlib import prepare
-
-    common = dict(size=args.size, n_normal=args.n_normal, n_test=args.n_test, seed=args.seed,
-                  overwrite=args.overwrite)
+    common = dict(
+        size=args.size,
+        n_normal=args.n_normal,
+        n_test=args.n_test,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
     if args.source == "synthetic":
         kinds = args.kinds.split(",") if args.kinds else None
-        prepare.prepare_synthetic(args.out, n_unlabeled=args.n_unlabeled, ar=args.ar,
-                                  kinds=kinds, severity=args.severity, **common)
+        prepare.prepare_synthetic(
+            args.out,
+            n_unlabeled=args.n_unlabeled,
+            ar=args.ar,
+            kinds=kinds,
+            severity=args.severity,
+            **common,
+        )
         return
     if args.source == "kermany":
         prepare.prepare_kermany(args.out, **common)
         return
-    common.update(split_file=args.split_file, workers=args.workers, on_error=args.on_error,
-                  progress=not args.quiet)
+    common.update(
+        split_file=args.split_file,
+        workers=args.workers,
+        on_error=args.on_error,
+        progress=not args.quiet,
+    )
     if args.source == "folder":
-        prepare.prepare_folder(args.root, args.out, labels=args.labels,
-                               patient_regex=args.patient_regex,
-                               normal_names=[n for n in args.normal_names.split(",") if n],
-                               abnormal_names=[n for n in args.abnormal_names.split(",") if n],
-                               **common)
+        prepare.prepare_folder(
+            args.root,
+            args.out,
+            labels=args.labels,
+            patient_regex=args.patient_regex,
+            normal_names=[n for n in args.normal_names.split(",") if n],
+            abnormal_names=[n for n in args.abnormal_names.split(",") if n],
+            **common,
+        )
     else:
         prepare.prepare_kaggle(args.source, args.root, args.out, **common)
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
-    from ddadlib.dataset import PreparedDataset
-    from ddadlib.splits import ar_range, format_sizes, split_sizes
-
     ds = PreparedDataset.load(args.data, mmap=True)
     s = split_sizes(ds.split)
     print(f"{ds.root}: {len(ds):,} images of {ds.size}x{ds.size}, source {ds.info.get('source')}")
@@ -411,13 +620,14 @@ def _cmd_info(args: argparse.Namespace) -> None:
         print(f"  M = {m:,} unlabeled images: AR from {r[0]:.4g} to {r[1]:.4g}")
     about = ds.info.get("data") or {}
     if about.get("licence"):
-        print(f"  data: {about.get('name')}; licence {about['licence']}; credit: "
-              f"{about.get('credit')}")
+        print(
+            f"  data: {about.get('name')}; licence {about['licence']}; credit: "
+            f"{about.get('credit')}"
+        )
 
 
 def _cmd_samples(args: argparse.Namespace) -> None:
-    from ddadlib.dataset import PreparedDataset
-    from ddadlib.plots import save_figure, sample_grid_of
+    from ddadlib.plots import sample_grid_of, save_figure
 
     if args.out.exists() and not args.overwrite:
         raise DataError(f"{args.out}: exists; pass --overwrite to replace it")
@@ -428,17 +638,28 @@ def _cmd_samples(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from ddadlib.runs import run_config, train_run
+    from ddadlib.runs.config import run_config
+    from ddadlib.runs.train import train_run
 
-    cfg = run_config(args.data, backbone=args.backbone, k=args.k, epochs=args.epochs, ar=args.ar,
-                     n_unlabeled=args.n_unlabeled, seed=args.seed, batch_size=args.batch_size,
-                     lr=args.lr, device=args.device, precision=args.precision)
+    cfg = run_config(
+        args.data,
+        backbone=args.backbone,
+        k=args.k,
+        epochs=args.epochs,
+        ar=args.ar,
+        n_unlabeled=args.n_unlabeled,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=args.device,
+        precision=args.precision,
+    )
     train_run(args.out, cfg, progress=not args.quiet)
     print(f"next: ddad evaluate --run {args.out}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from ddadlib.runs import evaluate_run, format_metrics
+    from ddadlib.runs.evaluate import evaluate_run, format_metrics
 
     metrics = evaluate_run(args.run, args.data, n_boot=args.n_boot, overwrite=args.overwrite)
     print(format_metrics(metrics))
@@ -447,7 +668,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 def _image_files(folder: Path) -> tuple[list[Path], int]:
     """The image files under ``folder`` (sorted), without following symbolic links out of it;
     also how many links were left out."""
-    from ddadlib.imaging import IMAGE_EXTENSIONS
 
     root = folder.resolve()
     files, skipped = [], 0
@@ -466,13 +686,10 @@ def _image_files(folder: Path) -> tuple[list[Path], int]:
 
 
 def _cmd_score(args: argparse.Namespace) -> None:
-    import numpy as np
-    from PIL import Image
     from tqdm.auto import tqdm
 
-    from ddadlib.dataset import atomic_write_bytes
-    from ddadlib.imaging import IMAGE_EXTENSIONS, read_image, resize
-    from ddadlib.runs import FLOAT_FORMAT, read_config, score_images
+    from ddadlib.runs.config import FLOAT_FORMAT, read_config
+    from ddadlib.runs.score import score_images
 
     if args.out.is_dir():
         raise DataError(f"{args.out}: is a folder; --out takes the path of the CSV file to write")
@@ -482,8 +699,10 @@ def _cmd_score(args: argparse.Namespace) -> None:
         raise DataError(f"{args.images}: no such folder")
     files, links = _image_files(args.images)
     if links:
-        print(f"{args.images}: left out {links} symbolic link(s) that point outside the folder "
-              "or to folders")
+        print(
+            f"{args.images}: left out {links} symbolic link(s) that point outside the folder "
+            "or to folders"
+        )
     if not files:
         raise DataError(f"{args.images}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
     size = read_config(args.run)["size"]
@@ -500,57 +719,62 @@ def _cmd_score(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {len(frame):,} images scored")
     cuts = frame.attrs["thresholds"]
     if cuts:
-        flagged = ", ".join(f"{n} {int(frame[f'{n}_flag'].sum())} (above {v:.6g})"
-                            for n, v in cuts.items())
-        print(f"flagged at 95% specificity of the run's evaluation: {flagged} of {len(frame):,}; "
-              "*_pct: percentile among its normal test images")
+        flagged = ", ".join(
+            f"{n} {int(frame[f'{n}_flag'].sum())} (above {v:.6g})" for n, v in cuts.items()
+        )
+        print(
+            f"flagged at 95% specificity of the run's evaluation: {flagged} of {len(frame):,}; "
+            "*_pct: percentile among its normal test images"
+        )
     else:
-        print(f"{args.run}: not evaluated, so the CSV holds raw scores only (no *_pct "
-              f"percentiles, no *_flag); run `ddad evaluate --run {args.run}` first to get them")
+        print(
+            f"{args.run}: not evaluated, so the CSV holds raw scores only (no *_pct "
+            f"percentiles, no *_flag); run `ddad evaluate --run {args.run}` first to get them"
+        )
 
 
 def _demo_folder(out: Path, record: dict) -> None:
     """Refuse an output folder that holds anything but this same demo; mark it as this demo."""
-    from ddadlib.dataset import atomic_write_json
 
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder; choose another --out")
     marker = out / "demo.json"
     if marker.is_file():
-        import json
-
         try:
             old = json.loads(marker.read_text())
         except (OSError, ValueError) as exc:
             raise DataError(f"{marker}: cannot read it ({exc}); choose another --out") from None
         diff = [f"{k}: {old.get(k)} -> {v}" for k, v in record.items() if old.get(k) != v]
         if diff:
-            raise DataError(f"{out}: holds a demo with other settings ({'; '.join(diff)}); "
-                            "choose another --out")
+            raise DataError(
+                f"{out}: holds a demo with other settings ({'; '.join(diff)}); choose another --out"
+            )
     elif out.exists() and any(out.iterdir()):
-        raise DataError(f"{out}: folder exists and holds files that are not from this demo (no "
-                        "demo.json); choose another --out")
+        raise DataError(
+            f"{out}: folder exists and holds files that are not from this demo (no "
+            "demo.json); choose another --out"
+        )
     else:
         atomic_write_json(marker, record)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    import time
-
-    from ddadlib import prepare
-    from ddadlib.dataset import PreparedDataset, is_prepared
+    from ddadlib.detectors import DDAD
     from ddadlib.devices import pick_device
-    from ddadlib.estimator import DDAD
     from ddadlib.plots import sample_grid_of, save_figure
-    from ddadlib.runs import evaluate_run, format_metrics, run_config, train_run
+    from ddadlib.runs.config import run_config
+    from ddadlib.runs.evaluate import evaluate_run, format_metrics
+    from ddadlib.runs.train import train_run
 
     t0 = time.perf_counter()
     epochs = args.epochs if args.epochs is not None else DEMO_EPOCHS
     # Bad settings fail before any image is prepared.
     DDAD(backbone=args.backbone, epochs=epochs)._check_params()
     pick_device(args.device)
-    _demo_folder(args.out, {"demo": args.data, "backbone": args.backbone, "epochs": epochs,
-                            "seed": args.seed})
+    _demo_folder(
+        args.out,
+        {"demo": args.data, "backbone": args.backbone, "epochs": epochs, "seed": args.seed},
+    )
     data = args.out / "data"
     if is_prepared(data):
         print(f"{data}: using {DEMO_SETS[args.data]} prepared earlier")
@@ -562,30 +786,49 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     if not grid.exists():
         save_figure(sample_grid_of(PreparedDataset.load(data)), grid)
         print(f"wrote {grid}")
-    cfg = run_config(data, backbone=args.backbone, epochs=epochs, ar=DEMO_AR,
-                     n_unlabeled=DEMO_UNLABELED[args.data], seed=args.seed, device=args.device,
-                     precision="fp32")
+    cfg = run_config(
+        data,
+        backbone=args.backbone,
+        epochs=epochs,
+        ar=DEMO_AR,
+        n_unlabeled=DEMO_UNLABELED[args.data],
+        seed=args.seed,
+        device=args.device,
+        precision="fp32",
+    )
     run = args.out / f"run-{args.backbone}-ar{DEMO_AR}-e{epochs}-s{args.seed}"
     train_run(run, cfg, progress=not args.quiet)
     metrics = evaluate_run(run, out=args.out)
-    print(f"\nDDAD ({args.backbone}) on {DEMO_SETS[args.data]}, AR {DEMO_AR}, "
-          f"test {cfg['test_size'][0]} normal + {cfg['test_size'][1]} abnormal "
-          f"({epochs} epochs, K = {cfg['k']}, seed {args.seed}, {cfg['device']}):")
+    print(
+        f"\nDDAD ({args.backbone}) on {DEMO_SETS[args.data]}, AR {DEMO_AR}, "
+        f"test {cfg['test_size'][0]} normal + {cfg['test_size'][1]} abnormal "
+        f"({epochs} epochs, K = {cfg['k']}, seed {args.seed}, {cfg['device']}):"
+    )
     print(format_metrics(metrics))
-    print(f"\nfigures: {args.out / 'histograms.png'}, {args.out / 'maps.png'}, {grid}; "
-          f"run folder {run}; {time.perf_counter() - t0:.0f} s in all")
+    print(
+        f"\nfigures: {args.out / 'histograms.png'}, {args.out / 'maps.png'}, {grid}; "
+        f"run folder {run}; {time.perf_counter() - t0:.0f} s in all"
+    )
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> None:
-    import shlex
+    from ddadlib.runs.reproduce import EXPERIMENTS, reproduce
 
-    from ddadlib.reproduce import EXPERIMENTS, reproduce
-
-    reproduce(args.data, args.out, args.protocol, experiments=args.experiments or EXPERIMENTS,
-              seeds=args.seeds, epochs=args.epochs, fanogan_epochs=args.fanogan_epochs,
-              device=args.device, precision=args.precision, n_boot=args.n_boot,
-              progress=not args.quiet, report_only=args.report_only,
-              command="ddad " + shlex.join(args.argv))
+    reproduce(
+        args.data,
+        args.out,
+        args.protocol,
+        experiments=args.experiments or EXPERIMENTS,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        fanogan_epochs=args.fanogan_epochs,
+        device=args.device,
+        precision=args.precision,
+        n_boot=args.n_boot,
+        progress=not args.quiet,
+        report_only=args.report_only,
+        command="ddad " + shlex.join(args.argv),
+    )
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -598,17 +841,26 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:  # as a program: `kill` stops it as Ctrl-C does (runs resume, tables kept)
         signal.signal(signal.SIGTERM, _raise_interrupt)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    handlers = {"prepare": _cmd_prepare, "info": _cmd_info, "samples": _cmd_samples,
-                "train": _cmd_train, "evaluate": _cmd_evaluate, "score": _cmd_score,
-                "demo": _cmd_demo, "reproduce": _cmd_reproduce}
+    handlers = {
+        "prepare": _cmd_prepare,
+        "info": _cmd_info,
+        "samples": _cmd_samples,
+        "train": _cmd_train,
+        "evaluate": _cmd_evaluate,
+        "score": _cmd_score,
+        "demo": _cmd_demo,
+        "reproduce": _cmd_reproduce,
+    }
     try:
         handlers[args.command](args)
     except (ConfigError, DataError, TrainingError) as exc:
         print(f"ddad {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"ddad {args.command}: interrupted; run the same command again to resume",
-              file=sys.stderr)
+        print(
+            f"ddad {args.command}: interrupted; run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
     except OSError as exc:
         if exc.errno != errno.ENOSPC:

@@ -22,8 +22,10 @@ def pick_device(name: str | None = "auto") -> torch.device:
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but torch sees no CUDA GPU "
-                         f"(torch {torch.__version__}); use --device cpu")
+        raise ConfigError(
+            "--device cuda was asked for, but torch sees no CUDA GPU "
+            f"(torch {torch.__version__}); use --device cpu"
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("--device mps was asked for, but MPS is not available")
     return device
@@ -62,8 +64,9 @@ def to_tensor(images, device: torch.device) -> torch.Tensor:
     else:
         t = torch.as_tensor(images)
         if t.dtype != torch.uint8:
-            raise ValueError(f"images must be uint8 (0-255) or a float tensor in [-1, 1]; "
-                             f"got {t.dtype}")
+            raise ValueError(
+                f"images must be uint8 (0-255) or a float tensor in [-1, 1]; got {t.dtype}"
+            )
         t = t.float() / 127.5 - 1.0
     if t.ndim == 3:
         t = t[:, None]

@@ -54,5 +54,7 @@ def disk_full_message(exc: OSError) -> str:
         free = f", {shutil.disk_usage(existing).free:,} free"
     except OSError:
         free = ""
-    return (f"no space left on device in {folder} (writing {path.name}: {amount}{free}); "
-            "free some space, or write to another disk")
+    return (
+        f"no space left on device in {folder} (writing {path.name}: {amount}{free}); "
+        "free some space, or write to another disk"
+    )

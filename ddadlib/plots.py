@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
+
+from ddadlib.fileio import atomic_write_bytes
+from ddadlib.paper import SCORE_TITLES
 
 __all__ = [
     "KIND_COLORS",
@@ -194,7 +198,7 @@ def plot_sample_grid(
 
 
 def sample_grid_of(dataset: Any, n_per_class: int = 8, seed: int = 0) -> Figure:
-    """:func:`plot_sample_grid` of a :class:`~ddadlib.dataset.PreparedDataset`.
+    """:func:`plot_sample_grid` of a :class:`~ddadlib.data.dataset.PreparedDataset`.
 
     Abnormal images show their pixel masks where the dataset has them (the synthetic set),
     else their boxes (RSNA, VinBigData); captions are the manifest's ``finding``.
@@ -204,15 +208,19 @@ def sample_grid_of(dataset: Any, n_per_class: int = 8, seed: int = 0) -> Figure:
     size = dataset.size
     source = dataset.info.get("source", "dataset")
     return plot_sample_grid(
-        dataset.images, dataset.labels, masks=dataset.masks,
-        kinds=dataset.manifest["finding"].tolist(), boxes=boxes, n_per_class=n_per_class,
-        seed=seed, title=f"{source}: {dataset.root.name}, {size} x {size}, samples drawn with "
-                        f"seed {seed}")
+        dataset.images,
+        dataset.labels,
+        masks=dataset.masks,
+        kinds=dataset.manifest["finding"].tolist(),
+        boxes=boxes,
+        n_per_class=n_per_class,
+        seed=seed,
+        title=f"{source}: {dataset.root.name}, {size} x {size}, samples drawn with seed {seed}",
+    )
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     """Save a figure as PNG (or the format its suffix names), atomically."""
-    from ddadlib.dataset import atomic_write_bytes
 
     path = Path(path)
     buf = io.BytesIO()
@@ -225,14 +233,6 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
 
 _CLASS_COLORS = ("#0072b2", "#d55e00")
 """Normal (blue) and abnormal (vermillion): distinct for colour-blind readers and in grayscale."""
-
-_SCORE_TITLES: dict[str, str] = {
-    "rec": "Rec (single network)",
-    "rec_ensemble": "Rec (ensemble)",
-    "intra": "Intra-discrepancy",
-    "inter": "Inter-discrepancy",
-}
-"""Readable names of :data:`ddadlib.scores.SCORES`; other names are shown as given."""
 
 _MAP_TITLES: dict[str, str] = {
     "mu_A": r"$\mu_A$ (module A)",
@@ -279,7 +279,7 @@ def plot_score_histograms(
     follow the dict's order; up to 4 make one row, more wrap onto rows of 3 (4 above 6), or of
     ``ncols``.
     ``labels``: ``(N,)``, 0 normal, 1 abnormal. ``metrics`` (optional): name -> the dict of
-    :func:`ddadlib.metrics.score_metrics`; its ``"auc"`` (and ``"auc_std"`` over members) goes
+    :func:`ddadlib.scoring.metrics.score_metrics`; its ``"auc"`` (and ``"auc_std"`` over members) goes
     into the panel's title.
 
     Each score is min-max normalised to [0, 1] over all N images, as in the paper, so the panels
@@ -314,17 +314,25 @@ def plot_score_histograms(
     elif isinstance(ncols, bool) or not isinstance(ncols, (int, np.integer)) or ncols < 1:
         raise ValueError(f"ncols must be an integer >= 1, got {ncols!r}")
     nrows = math.ceil(n_panels / ncols)
-    fig = Figure(figsize=(0.3 + 3.1 * ncols, (0.75 if title else 0.45) + 2.75 * nrows),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(0.3 + 3.1 * ncols, (0.75 if title else 0.45) + 2.75 * nrows), layout="constrained"
+    )
     edges = np.linspace(0.0, 1.0, int(bins) + 1)
     counts = [int((labs == cls).sum()) for cls in (0, 1)]
     for p, (name, (values, members)) in enumerate(rows.items()):
         ax = fig.add_subplot(nrows, ncols, p + 1)
         for cls, color in enumerate(_CLASS_COLORS):
             if counts[cls]:
-                ax.hist(values[labs == cls], bins=edges, density=True, histtype="stepfilled",
-                        facecolor=to_rgba(color, 0.4), edgecolor=color, linewidth=1.2)
-        lines = [_SCORE_TITLES.get(name, name)]
+                ax.hist(
+                    values[labs == cls],
+                    bins=edges,
+                    density=True,
+                    histtype="stepfilled",
+                    facecolor=to_rgba(color, 0.4),
+                    edgecolor=color,
+                    linewidth=1.2,
+                )
+        lines = [SCORE_TITLES.get(name, name)]
         if members is not None:
             lines.append(f"network 1 of {members}")
         info = (metrics or {}).get(name) or {}
@@ -335,8 +343,16 @@ def plot_score_histograms(
             lines.append(auc)
         ax.set_title("\n".join(lines), fontsize=9)
         if not values.any():
-            ax.text(0.5, 0.5, "constant score:\nall images in one bin", ha="center",
-                    va="center", fontsize=8, color="0.4", transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "constant score:\nall images in one bin",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="0.4",
+                transform=ax.transAxes,
+            )
         ax.set_xlim(0.0, 1.0)
         ax.set_xlabel("score (min-max normalised)", fontsize=8)
         if p % ncols == 0:
@@ -347,8 +363,14 @@ def plot_score_histograms(
     if title:
         fig.suptitle(title, fontsize=11)
     handles = [Patch(facecolor=to_rgba(c, 0.4), edgecolor=c, linewidth=1.2) for c in _CLASS_COLORS]
-    fig.legend(handles, [f"normal (n={counts[0]})", f"abnormal (n={counts[1]})"],
-               loc="outside lower center", ncols=2, frameon=False, fontsize=9)
+    fig.legend(
+        handles,
+        [f"normal (n={counts[0]})", f"abnormal (n={counts[1]})"],
+        loc="outside lower center",
+        ncols=2,
+        frameon=False,
+        fontsize=9,
+    )
     return fig
 
 
@@ -358,9 +380,7 @@ def _image_stack(value: Any, what: str) -> np.ndarray:
     if arr.ndim == 4 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 3:
-        raise ValueError(
-            f"{what} must have shape (n, h, w) or (n, 1, h, w), got {np.shape(value)}"
-        )
+        raise ValueError(f"{what} must have shape (n, h, w) or (n, 1, h, w), got {np.shape(value)}")
     return arr
 
 
@@ -387,7 +407,7 @@ def _is_reconstruction(name: str) -> bool:
 def _short_id(text: str, width: int = 16) -> str:
     """A row label that fits beside a small image: the file name, shortened in the middle."""
     name = text.replace("\\", "/").rsplit("/", 1)[-1]
-    return name if len(name) <= width else name[: width // 2 - 1] + "…" + name[-(width // 2):]
+    return name if len(name) <= width else name[: width // 2 - 1] + "…" + name[-(width // 2) :]
 
 
 def plot_score_maps(
@@ -404,7 +424,7 @@ def plot_score_maps(
     ``images``: (N, S, S) or (N, 1, S, S), uint8 (shown on 0..255) or float (shown on -1..1,
     the model's range, when inside it). ``maps``: name -> (N, S, S) or (N, 1, S, S), one column
     each in the dict's order; a per-member map (K, N, 1, S, S) or (K, N, S, S), such as the
-    ``rec`` of :meth:`ddadlib.estimator.DDAD.score_maps`, shows its first member. Maps
+    ``rec`` of :meth:`ddadlib.detectors.DDAD.score_maps`, shows its first member. Maps
     whose name starts with ``mu`` (``mu_A``, ``mu_B``) or names a reconstruction are drawn in
     gray, on the input's range when both are float; the others (``intra``, ``inter``, ``rec``,
     ...) with the ``inferno`` colormap. ``labels`` (optional) adds "normal"/"abnormal" to the row
@@ -439,8 +459,9 @@ def plot_score_maps(
     for name, value in maps.items():
         arr = np.asarray(value)
         title = _MAP_TITLES.get(name, name)
-        per_member = arr.ndim == 5 or (arr.ndim == 4 and arr.shape[1] == n
-                                        and (arr.shape[0] != n or n != 1))
+        per_member = arr.ndim == 5 or (
+            arr.ndim == 4 and arr.shape[1] == n and (arr.shape[0] != n or n != 1)
+        )
         if per_member:  # (K, N, 1, S, S) or (K, N, S, S): the first network
             title = f"{title}\n(network 1 of {arr.shape[0]})"
             arr = arr[0]
@@ -475,11 +496,11 @@ def plot_score_maps(
     in_range = _gray_range(imgs[:rows])
     for r in range(rows):
         ax = grid[r][0]
-        ax.imshow(imgs[r], cmap="gray", vmin=in_range[0], vmax=in_range[1],
-                  interpolation="nearest")
+        ax.imshow(imgs[r], cmap="gray", vmin=in_range[0], vmax=in_range[1], interpolation="nearest")
         if msk is not None and msk[r].any():
-            ax.contour(msk[r].astype(np.float32), levels=[0.5], colors=[_CONTOUR_COLOR],
-                       linewidths=1.2)
+            ax.contour(
+                msk[r].astype(np.float32), levels=[0.5], colors=[_CONTOUR_COLOR], linewidths=1.2
+            )
             ax.set_xlim(-0.5, w - 0.5)
             ax.set_ylim(h - 0.5, -0.5)
         name = _short_id(str(ids[r])) if ids is not None else f"#{r}"
@@ -556,8 +577,12 @@ def pick_map_examples(
     return np.concatenate(picked).astype(np.int64)
 
 
-_SCORE_COLORS = {"inter": "#d55e00", "intra": "#009e73", "rec": "#0072b2",
-                 "rec_ensemble": "#56b4e9"}
+_SCORE_COLORS = {
+    "inter": "#d55e00",
+    "intra": "#009e73",
+    "rec": "#0072b2",
+    "rec_ensemble": "#56b4e9",
+}
 
 
 def draw_ar_curve(
@@ -570,15 +595,15 @@ def draw_ar_curve(
     marked_ar: float | None = None,
 ) -> None:
     """Draw the AUC-against-AR curves of :func:`plot_ar_curve` into the axes ``ax``."""
-    import pandas as pd
 
     frame = pd.DataFrame(results)
     frame = frame[frame["score"].isin(list(scores)) & frame["ar"].notna()]
     if frame.empty:
         raise ValueError("no results with an AR for the scores asked for")
     if frame["backbone"].nunique() > 1:
-        raise ValueError(f"results hold several backbones {sorted(frame['backbone'].unique())}; "
-                         "give one")
+        raise ValueError(
+            f"results hold several backbones {sorted(frame['backbone'].unique())}; give one"
+        )
     for name in scores:
         part = frame[frame["score"] == name]
         if part.empty:
@@ -586,18 +611,34 @@ def draw_ar_curve(
         stats = part.groupby("ar")["auc"].agg(["mean", "std", "count"]).reset_index()
         color = _SCORE_COLORS.get(name, "0.3")
         n = int(stats["count"].min())
-        ax.plot(stats["ar"], stats["mean"], "o-", color=color,
-                label=f"{_SCORE_TITLES.get(name, name)} (ours, {n} seed{'s' * (n > 1)})")
+        ax.plot(
+            stats["ar"],
+            stats["mean"],
+            "o-",
+            color=color,
+            label=f"{SCORE_TITLES.get(name, name)} (ours, {n} seed{'s' * (n > 1)})",
+        )
         if n > 1:
-            ax.fill_between(stats["ar"], stats["mean"] - stats["std"],
-                            stats["mean"] + stats["std"], color=color, alpha=0.2, linewidth=0)
+            ax.fill_between(
+                stats["ar"],
+                stats["mean"] - stats["std"],
+                stats["mean"] + stats["std"],
+                color=color,
+                alpha=0.2,
+                linewidth=0,
+            )
         if marked_ar is not None:
             at = stats[np.isclose(stats["ar"], marked_ar)]
-            ax.plot(at["ar"], at["mean"], "o", markersize=9, color=color,
-                    markeredgecolor="black")
+            ax.plot(at["ar"], at["mean"], "o", markersize=9, color=color, markeredgecolor="black")
         if reference and name in reference and reference_ars is not None:
-            ax.plot(reference_ars, reference[name], "--", color=color, alpha=0.8,
-                    label=f"{_SCORE_TITLES.get(name, name)} ({reference_label})")
+            ax.plot(
+                reference_ars,
+                reference[name],
+                "--",
+                color=color,
+                alpha=0.8,
+                label=f"{SCORE_TITLES.get(name, name)} ({reference_label})",
+            )
     if marked_ar is not None:
         ax.axvline(marked_ar, color="0.4", linewidth=1, linestyle=":")
     ax.set_xlabel("anomaly rate (AR) of the unlabeled set Du")
@@ -620,15 +661,20 @@ def plot_ar_curve(
     """AUC against the anomaly rate of Du (the paper's AR ablation): mean over seeds with a
     band of ± one standard deviation, one line per score.
 
-    ``results``: the table of :func:`ddadlib.experiments.load_results` (columns backbone, ar,
+    ``results``: the table of :func:`ddadlib.runs.grid.load_results` (columns backbone, ar,
     seed, score, auc), of one backbone. ``reference``: score -> AUCs at ``reference_ars``, drawn
     dashed (the paper's numbers). ``marked_ar``: that AR is marked.
     """
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     ax = fig.add_subplot()
     draw_ar_curve(ax, results, scores, reference, reference_ars, reference_label, marked_ar)
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8,
-               frameon=False)
+    fig.legend(
+        *ax.get_legend_handles_labels(),
+        loc="outside lower center",
+        ncols=2,
+        fontsize=8,
+        frameon=False,
+    )
     backbone = str(results["backbone"].iloc[0]).upper().replace("AEU", "AE-U")
     ax.set_title(title or f"AR ablation ({backbone})", fontsize=11)
     return fig

@@ -38,15 +38,18 @@ from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
-COURSE = DOCS / "course"          # executed copies (generated)
+COURSE = DOCS / "course"  # executed copies (generated)
 OUT = DOCS / "_build" / "html"
-CELL_TIMEOUT = 1200               # seconds per cell
+CELL_TIMEOUT = 1200  # seconds per cell
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
-STATIC_NOTE = ("Static view of the widget at its initial setting ({controls}). "
-               "Run the notebook to move it.")
-SNAPSHOT_NOTE = ("Interactive widget ({controls}): it needs a running kernel, so this page shows "
-                 "its view as the static figure below. Run the notebook to move it.")
+STATIC_NOTE = (
+    "Static view of the widget at its initial setting ({controls}). Run the notebook to move it."
+)
+SNAPSHOT_NOTE = (
+    "Interactive widget ({controls}): it needs a running kernel, so this page shows "
+    "its view as the static figure below. Run the notebook to move it."
+)
 
 
 def find_notebooks(src: Path) -> list[Path]:
@@ -62,10 +65,11 @@ def source_digest(path: Path, mode: str) -> str:
 
 # --- widgets -> static figures ----------------------------------------------------------------
 
+
 def _model_refs(value) -> list[str]:
     """Widget model ids referenced ("IPY_MODEL_<id>") anywhere in a widget's state value."""
     if isinstance(value, str):
-        return [value[len("IPY_MODEL_"):]] if value.startswith("IPY_MODEL_") else []
+        return [value[len("IPY_MODEL_") :]] if value.startswith("IPY_MODEL_") else []
     if isinstance(value, list):
         return [r for v in value for r in _model_refs(v)]
     if isinstance(value, dict):
@@ -90,7 +94,7 @@ def _control_text(model: dict) -> str | None:
         return None
     labels, index = state.get("_options_labels"), state.get("index")
     if labels is not None and isinstance(index, int) and 0 <= index < len(labels):
-        value = labels[index]              # a selection (Dropdown, SelectionSlider, ...)
+        value = labels[index]  # a selection (Dropdown, SelectionSlider, ...)
     elif "value" in state:
         value = state["value"]
     else:
@@ -101,8 +105,7 @@ def _control_text(model: dict) -> str | None:
     return f"{name} = {value}"
 
 
-def static_widget_outputs(view: dict, models: dict, snapshot_follows: bool = False
-                          ) -> list[dict]:
+def static_widget_outputs(view: dict, models: dict, snapshot_follows: bool = False) -> list[dict]:
     """The outputs that stand in for one widget view: a note naming the controls and their
     values, then what the widget's Output areas displayed (left out when the next cell shows
     the view itself with ``.snapshot()``, as the ddadlib widgets allow)."""
@@ -111,15 +114,23 @@ def static_widget_outputs(view: dict, models: dict, snapshot_follows: bool = Fal
     if snapshot_follows:
         shown, note = [], SNAPSHOT_NOTE.format(controls=controls)
     else:
-        shown = [copy.deepcopy(o) for m in parts if m.get("model_name") == "OutputModel"
-                 for o in m.get("state", {}).get("outputs", [])]
+        shown = [
+            copy.deepcopy(o)
+            for m in parts
+            if m.get("model_name") == "OutputModel"
+            for o in m.get("state", {}).get("outputs", [])
+        ]
         note = STATIC_NOTE.format(controls=controls)
     for o in shown:
         o.pop("transient", None)
-    note_output = {"output_type": "display_data", "metadata": {},
-                   "data": {"text/html": f'<p class="ddad-static-widget"><em>'
-                                         f"{html.escape(note)}</em></p>",
-                            "text/plain": note}}
+    note_output = {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {
+            "text/html": f'<p class="ddad-static-widget"><em>{html.escape(note)}</em></p>',
+            "text/plain": note,
+        },
+    }
     return [note_output] + shown
 
 
@@ -135,14 +146,18 @@ def replace_widgets(nb) -> int:
         snapshot_follows = i + 1 < len(code) and ".snapshot(" in code[i + 1].source
         outputs = []
         for out in cell.get("outputs", []):
-            view = out.get("data", {}).get(WIDGET_VIEW) if out.get("output_type") in (
-                "display_data", "execute_result") else None
+            view = (
+                out.get("data", {}).get(WIDGET_VIEW)
+                if out.get("output_type") in ("display_data", "execute_result")
+                else None
+            )
             if view is None:
                 outputs.append(out)
                 continue
             count += 1
-            outputs += [nbformat.from_dict(o) for o in
-                        static_widget_outputs(view, state, snapshot_follows)]
+            outputs += [
+                nbformat.from_dict(o) for o in static_widget_outputs(view, state, snapshot_follows)
+            ]
         cell.outputs = outputs
     nb.metadata.pop("widgets", None)
     return count
@@ -157,6 +172,7 @@ def rebase_links(text: str, src_dir: Path, dst_dir: Path, src_root: Path) -> str
     """Keep a notebook's relative links to files outside the notebooks folder
     (``../docs/figures/x.png``) pointing at the same files from the executed copy's folder;
     links between notebooks stay as they are (the copies keep the folder layout)."""
+
     def fix(m: re.Match) -> str:
         target = m.group(2)
         if target.startswith(("/", "mailto")) or not target.strip():
@@ -165,10 +181,12 @@ def rebase_links(text: str, src_dir: Path, dst_dir: Path, src_root: Path) -> str
         if not resolved.exists() or resolved.is_relative_to(src_root):
             return m.group(0)
         return m.group(1) + os.path.relpath(resolved, dst_dir).replace(os.sep, "/") + m.group(3)
+
     return _LINK.sub(fix, text)
 
 
 # --- execution ----------------------------------------------------------------------------------
+
 
 def execute(path: Path, dest: Path, mode: str, src_root: Path) -> float:
     """Run one notebook in its own folder and write the executed copy to ``dest``."""
@@ -177,9 +195,14 @@ def execute(path: Path, dest: Path, mode: str, src_root: Path) -> float:
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}},
-                            store_widget_state=True, record_timing=False)
+    client = NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+        store_widget_state=True,
+        record_timing=False,
+    )
     start = time.perf_counter()
     try:
         client.execute()
@@ -187,16 +210,23 @@ def execute(path: Path, dest: Path, mode: str, src_root: Path) -> float:
         failed = dest.with_suffix(".failed.ipynb")
         failed.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, failed)
-        print(f"\nFAILED: {path.relative_to(path.parents[1])}: a cell raised an error "
-              f"(partial output in {failed}):\n{err}", file=sys.stderr)
-        raise SystemExit(1)
+        print(
+            f"\nFAILED: {path.relative_to(path.parents[1])}: a cell raised an error "
+            f"(partial output in {failed}):\n{err}",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
     seconds = time.perf_counter() - start
     widgets = replace_widgets(nb)
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = rebase_links(cell.source, path.parent, dest.parent, src_root)
-    nb.metadata["ddad_build"] = {"source_sha256": source_digest(path, mode), "mode": mode,
-                                 "seconds": round(seconds, 1), "widgets_made_static": widgets}
+    nb.metadata["ddad_build"] = {
+        "source_sha256": source_digest(path, mode),
+        "mode": mode,
+        "seconds": round(seconds, 1),
+        "widgets_made_static": widgets,
+    }
     dest.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dest)
     return seconds
@@ -215,8 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", default="quick", help="DDAD_MODE for the notebooks (quick)")
     parser.add_argument("--notebooks", type=Path, default=ROOT / "notebooks")
-    parser.add_argument("--reuse", action="store_true",
-                        help="keep executed notebooks whose source and mode did not change")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep executed notebooks whose source and mode did not change",
+    )
     parser.add_argument("--skip-execute", action="store_true")
     parser.add_argument("--strict", action="store_true", help="Sphinx warnings are errors")
     args = parser.parse_args(argv)
@@ -227,12 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter()
     if not args.skip_execute:
         keep = {COURSE / p.relative_to(src) for p in notebooks}
-        if COURSE.exists():   # executed copies of notebooks that no longer exist
+        if COURSE.exists():  # executed copies of notebooks that no longer exist
             for old in COURSE.rglob("*.ipynb"):
                 if old not in keep:
                     old.unlink()
-        print(f"executing {len(notebooks)} notebooks from {src} with DDAD_MODE={args.mode}, "
-              f"DDAD_CACHE={os.environ.get('DDAD_CACHE', '~/.cache/ddadlib (default)')}")
+        print(
+            f"executing {len(notebooks)} notebooks from {src} with DDAD_MODE={args.mode}, "
+            f"DDAD_CACHE={os.environ.get('DDAD_CACHE', '~/.cache/ddadlib (default)')}"
+        )
         for path in notebooks:
             dest = COURSE / path.relative_to(src)
             name = path.relative_to(src)
@@ -245,8 +280,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: no notebooks in {src}; the site has no course pages")
     (DOCS / "course").mkdir(exist_ok=True)
 
-    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-j", "1", "--keep-going",
-           str(DOCS), str(OUT)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-b",
+        "html",
+        "-j",
+        "1",
+        "--keep-going",
+        str(DOCS),
+        str(OUT),
+    ]
     if args.strict:
         cmd.insert(3, "-W")
     print("+", " ".join(cmd), flush=True)

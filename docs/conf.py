@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
-sys.path.insert(0, str(DOCS.parent))   # ddadlib from this source tree
+sys.path.insert(0, str(DOCS.parent))  # ddadlib from this source tree
 
 import ddadlib  # noqa: E402
 
@@ -33,7 +33,7 @@ source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-n
 # Notebooks are executed by build.py (quick mode, shared run cache) before Sphinx runs;
 # Sphinx only renders them.
 nb_execution_mode = "off"
-nb_ipywidgets_js = {}            # no widget scripts from the network (widgets become figures)
+nb_ipywidgets_js = {}  # no widget scripts from the network (widgets become figures)
 nb_merge_streams = True
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 myst_heading_anchors = 3
@@ -56,8 +56,12 @@ commonly used names (``DDAD``, ``PreparedDataset``, ``draw_unlabeled``, ...), so
 def _write_api_index() -> None:
     import pkgutil
 
-    modules = sorted(m.name for m in pkgutil.iter_modules(ddadlib.__path__, "ddadlib.")
-                     if not m.name.rsplit(".", 1)[1].startswith("_"))
+    # every module of every subpackage (ddadlib.data.prepare, ...), the subpackages too
+    modules = sorted(
+        m.name
+        for m in pkgutil.walk_packages(ddadlib.__path__, "ddadlib.")
+        if not any(part.startswith("_") for part in m.name.split("."))
+    )
     text = API_INTRO + "".join(f"   {name}\n" for name in modules)
     index = DOCS / "api" / "index.rst"
     index.parent.mkdir(exist_ok=True)
@@ -85,14 +89,23 @@ try:
     mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
     # MathJax 2: typeset only Sphinx's math elements (MyST marks the rest to be ignored).
     myst_update_mathjax = False
-    mathjax2_config = {"tex2jax": {
-        "inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],
-        "processEscapes": True, "processClass": "math|output_area",
-        "ignoreClass": "tex2jax_ignore|mathjax_ignore"},
+    mathjax2_config = {
+        "tex2jax": {
+            "inlineMath": [["\\(", "\\)"]],
+            "displayMath": [["\\[", "\\]"]],
+            "processEscapes": True,
+            "processClass": "math|output_area",
+            "ignoreClass": "tex2jax_ignore|mathjax_ignore",
+        },
         # the package ships the STIX-Web fonts only (not MathJax's TeX fonts)
-        "HTML-CSS": {"availableFonts": ["STIX-Web"], "preferredFont": "STIX-Web",
-                     "webFont": "STIX-Web", "imageFont": None}}
-except ImportError:   # pragma: no cover - then pages with math need the network to show it
+        "HTML-CSS": {
+            "availableFonts": ["STIX-Web"],
+            "preferredFont": "STIX-Web",
+            "webFont": "STIX-Web",
+            "imageFont": None,
+        },
+    }
+except ImportError:  # pragma: no cover - then pages with math need the network to show it
     MATHJAX = None
 
 

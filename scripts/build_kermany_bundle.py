@@ -1,7 +1,7 @@
-"""Rebuild ddadlib/data_files/kermany64.npz from the 128-pixel Kermany chest X-ray folder.
+"""Rebuild ddadlib/data/files/kermany64.npz from the 128-pixel Kermany chest X-ray folder.
 
     python scripts/build_kermany_bundle.py --shared ../shared/data/kermany-cxr128 \
-        --out ddadlib/data_files/kermany64.npz
+        --out ddadlib/data/files/kermany64.npz
 
 The same folder gives the same bytes (fixed order, seed and archive time stamps).
 """
@@ -9,13 +9,17 @@ The same folder gives the same bytes (fixed order, seed and archive time stamps)
 import argparse
 from pathlib import Path
 
-from ddadlib.kermany import BUNDLE, build_bundle, bundle_sha256
+from ddadlib.data.kermany import BUNDLE, build_bundle, bundle_sha256
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shared", type=Path, required=True,
-                   help="the kermany-cxr128 folder (labels.csv, NORMAL/, PNEUMONIA/)")
+    p.add_argument(
+        "--shared",
+        type=Path,
+        required=True,
+        help="the kermany-cxr128 folder (labels.csv, NORMAL/, PNEUMONIA/)",
+    )
     p.add_argument("--out", type=Path, default=BUNDLE, help=f"file to write (default {BUNDLE})")
     args = p.parse_args()
     out = build_bundle(args.shared, args.out)

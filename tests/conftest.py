@@ -50,14 +50,16 @@ def csv_folder(tmp_path):
 
 
 def requires_kermany():
-    return pytest.mark.skipif(not (KERMANY / "labels.csv").is_file(),
-                              reason=f"real data not found at {KERMANY} (see ../shared/data)")
+    return pytest.mark.skipif(
+        not (KERMANY / "labels.csv").is_file(),
+        reason=f"real data not found at {KERMANY} (see ../shared/data)",
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory):
     """A small prepared synthetic set at 32x32 (fast to train on)."""
-    from ddadlib.prepare import prepare_synthetic
+    from ddadlib.data.prepare import prepare_synthetic
 
     out = tmp_path_factory.mktemp("tiny") / "syn32"
     prepare_synthetic(out, size=32, n_normal=40, n_test=12, n_unlabeled=30, log=lambda s: None)
@@ -67,14 +69,23 @@ def tiny_synthetic(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory, tiny_synthetic):
     """Two finished runs (AR 0.5 and AR 1.0, same seed) in one parent folder, with logs."""
-    from ddadlib.runs import run_config, train_run
+    from ddadlib.runs.config import run_config
+    from ddadlib.runs.train import train_run
 
     parent = tmp_path_factory.mktemp("runs")
     logs = {}
     for ar in (0.5, 1.0):
         lines: list[str] = []
-        cfg = run_config(tiny_synthetic, k=2, epochs=2, ar=ar, n_unlabeled=20, seed=1,
-                         device="cpu", log=lines.append)
+        cfg = run_config(
+            tiny_synthetic,
+            k=2,
+            epochs=2,
+            ar=ar,
+            n_unlabeled=20,
+            seed=1,
+            device="cpu",
+            log=lines.append,
+        )
         train_run(parent / f"ar{ar}", cfg, progress=False, log=lines.append)
         logs[ar] = lines
     return parent, logs

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddadlib.records import Box, ImageRecord
+from ddadlib.data.records import Box, ImageRecord
 
 __all__ = [
     "SHAPE",
@@ -42,7 +42,14 @@ SHAPE = (40, 48)
 RSNA_CLASS_COLUMNS = ["patientId", "class"]
 RSNA_LABEL_COLUMNS = ["patientId", "x", "y", "width", "height", "Target"]
 VINBIGDATA_COLUMNS = [
-    "image_id", "class_name", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max"
+    "image_id",
+    "class_name",
+    "class_id",
+    "rad_id",
+    "x_min",
+    "y_min",
+    "x_max",
+    "y_max",
 ]
 
 _TRANSFER_SYNTAXES = {
@@ -228,7 +235,10 @@ def _write_variant_image(path: Path, shape, i: int, patient_id: str) -> None:
     if v["photometric"] == "MONOCHROME1":
         img = (max_value - img.astype(np.int64)).astype(np.uint16)
     write_dicom(
-        path, img, photometric=v["photometric"], bits_stored=v["bits_stored"],
+        path,
+        img,
+        photometric=v["photometric"],
+        bits_stored=v["bits_stored"],
         patient_id=patient_id,
     )
 
@@ -279,7 +289,9 @@ def make_rsna_download(
 
     patients: list[tuple[str, str]] = []
     for cls, n in (
-        ("Normal", n_normal), ("Lung Opacity", n_opacity), ("No Lung Opacity / Not Normal", n_other)
+        ("Normal", n_normal),
+        ("Lung Opacity", n_opacity),
+        ("No Lung Opacity / Not Normal", n_other),
     ):
         patients += [(str(uuid.UUID(int=rng.getrandbits(128), version=4)), cls) for _ in range(n)]
     rng.shuffle(patients)
@@ -318,8 +330,12 @@ def make_rsna_download(
 
 
 _VIN_FINDINGS = [
-    (0, "Aortic enlargement"), (3, "Cardiomegaly"), (8, "Nodule/Mass"),
-    (10, "Pleural effusion"), (11, "Pleural thickening"), (13, "Pulmonary fibrosis"),
+    (0, "Aortic enlargement"),
+    (3, "Cardiomegaly"),
+    (8, "Nodule/Mass"),
+    (10, "Pleural effusion"),
+    (11, "Pleural thickening"),
+    (13, "Pulmonary fibrosis"),
 ]
 
 

@@ -5,9 +5,17 @@ import math
 import pytest
 import torch
 
-from ddadlib.backbones import (AE, AEU, MemAE, addressing_entropy, build_backbone,
-                               hard_shrink_relu, heteroscedastic_loss, stage_channels)
 from ddadlib.errors import ConfigError
+from ddadlib.models.backbones import (
+    AE,
+    AEU,
+    MemAE,
+    addressing_entropy,
+    build_backbone,
+    hard_shrink_relu,
+    heteroscedastic_loss,
+    stage_channels,
+)
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -15,15 +23,29 @@ def n_params(m: torch.nn.Module) -> int:
 
 
 def ae_layer_list_count(out_channels: int = 1) -> int:
-    """Parameters of the AE as METHOD.md lists its layers (64x64 input)."""
-    conv = lambda cin, cout: cin * cout * 16            # 4x4 kernels, no bias
-    bn = lambda c: 2 * c
-    lin = lambda cin, cout: cin * cout + cout
+    """Parameters of the AE as docs/method.md lists its layers (64x64 input)."""
+
+    def conv(cin: int, cout: int) -> int:
+        return cin * cout * 16  # 4x4 kernels, no bias
+
+    def bn(c: int) -> int:
+        return 2 * c
+
+    def lin(cin: int, cout: int) -> int:
+        return cin * cout + cout
+
     enc = conv(1, 16) + conv(16, 32) + conv(32, 64) + conv(64, 64) + bn(16) + bn(32) + bn(64) * 2
-    neck = (lin(1024, 2048) + bn(2048) + lin(2048, 16)
-            + lin(16, 2048) + bn(2048) + lin(2048, 1024))
-    dec = (conv(64, 64) + conv(64, 32) + conv(32, 16) + bn(64) + bn(32) + bn(16)
-           + 16 * out_channels * 16 + out_channels)
+    neck = lin(1024, 2048) + bn(2048) + lin(2048, 16) + lin(16, 2048) + bn(2048) + lin(2048, 1024)
+    dec = (
+        conv(64, 64)
+        + conv(64, 32)
+        + conv(32, 16)
+        + bn(64)
+        + bn(32)
+        + bn(16)
+        + 16 * out_channels * 16
+        + out_channels
+    )
     return enc + neck + dec
 
 
@@ -63,8 +85,9 @@ def test_aeu_loss_is_the_heteroscedastic_formula():
     by_hand = ((x - mean) ** 2 / logvar.exp() + logvar).mean()
     assert torch.allclose(heteroscedastic_loss(x, mean, logvar), by_hand)
     # with logvar = 0 it is the MSE
-    assert torch.allclose(heteroscedastic_loss(x, mean, torch.zeros_like(x)),
-                          ((x - mean) ** 2).mean())
+    assert torch.allclose(
+        heteroscedastic_loss(x, mean, torch.zeros_like(x)), ((x - mean) ** 2).mean()
+    )
     net = AEU().eval()
     xb = torch.rand(2, 1, 64, 64) * 2 - 1
     out = net(xb)

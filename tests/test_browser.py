@@ -23,7 +23,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from browser_lab import JupyterLab
 
 pytestmark = pytest.mark.browser
@@ -32,10 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 CHROMIUM = Path(os.environ.get("DDAD_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(os.environ.get("DDAD_ARTIFACTS", ROOT / "test-artifacts"))
-RUN_TIMEOUT = float(os.environ.get("DDAD_BROWSER_TIMEOUT", "1500"))   # seconds for Run All
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-default-apps"]
+RUN_TIMEOUT = float(os.environ.get("DDAD_BROWSER_TIMEOUT", "1500"))  # seconds for Run All
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-default-apps",
+]
 
 # JavaScript run in the page.
 CODE_CELLS_DONE = """n => {
@@ -76,7 +82,7 @@ def _unavailable(reason: str):
 
 
 def _notebook() -> Path:
-    chosen = os.environ.get("DDAD_BROWSER_NOTEBOOK")   # another notebook, for trying the test
+    chosen = os.environ.get("DDAD_BROWSER_NOTEBOOK")  # another notebook, for trying the test
     if chosen:
         return Path(chosen).resolve()
     found = sorted(NOTEBOOKS.glob("05_*.ipynb"))
@@ -95,7 +101,10 @@ def _ensure_kernelspec(path: Path) -> None:
     nb = json.loads(path.read_text())
     if "kernelspec" not in nb.get("metadata", {}):
         nb.setdefault("metadata", {})["kernelspec"] = {
-            "name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+            "name": "python3",
+            "display_name": "Python 3 (ipykernel)",
+            "language": "python",
+        }
         path.write_text(json.dumps(nb))
 
 
@@ -115,8 +124,9 @@ def test_notebook_05_widget_moves_the_plot(tmp_path):
 
     # The server's root: a copy of the notebook's folder (notebooks/ with its helpers).
     root = tmp_path / "notebooks"
-    shutil.copytree(notebook.parent, root,
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "*.failed.ipynb"))
+    shutil.copytree(
+        notebook.parent, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "*.failed.ipynb")
+    )
     _ensure_kernelspec(root / notebook.name)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for old in ARTIFACTS.glob("browser-05-*.png"):
@@ -124,24 +134,29 @@ def test_notebook_05_widget_moves_the_plot(tmp_path):
     n_code = _code_cells(notebook)
     env = {"DDAD_MODE": "quick"}
 
-    with JupyterLab(root, tmp_path / "home", ARTIFACTS / "browser-jupyterlab.log", env) as lab, \
-            sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                    args=CHROMIUM_ARGS)
+    with (
+        JupyterLab(root, tmp_path / "home", ARTIFACTS / "browser-jupyterlab.log", env) as lab,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(120_000)
         try:
             # Any dialog (a kernel choice, say) is answered with its default button.
-            page.add_locator_handler(page.locator(".jp-Dialog .jp-mod-accept"),
-                                     lambda button: button.click())
+            page.add_locator_handler(
+                page.locator(".jp-Dialog .jp-mod-accept"), lambda button: button.click()
+            )
             page.goto(lab.url(notebook.name))
             page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell")
             page.wait_for_function(KERNEL_IDLE)
 
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
-            result = page.wait_for_function(CODE_CELLS_DONE, arg=n_code,
-                                            timeout=RUN_TIMEOUT * 1000).json_value()
+            result = page.wait_for_function(
+                CODE_CELLS_DONE, arg=n_code, timeout=RUN_TIMEOUT * 1000
+            ).json_value()
             assert result == "done", f"a cell of {notebook.name} failed: {result}"
 
             slider = page.locator(".jp-Notebook .jupyter-widgets .widget-slider").first
@@ -159,7 +174,7 @@ def test_notebook_05_widget_moves_the_plot(tmp_path):
             for _ in range(5):
                 handle.press("ArrowRight")
             if readout.count() and readout.inner_text() == before_value:
-                box = handle.bounding_box()   # the keyboard did nothing: drag with the mouse
+                box = handle.bounding_box()  # the keyboard did nothing: drag with the mouse
                 page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
                 page.mouse.down()
                 page.mouse.move(box["x"] + 80, box["y"] + box["height"] / 2, steps=8)
@@ -171,14 +186,18 @@ def test_notebook_05_widget_moves_the_plot(tmp_path):
             changed = page.wait_for_function(
                 "before => { const now = (" + PLOTS + ")(); "
                 "return now.length > 0 && JSON.stringify(now) !== JSON.stringify(before); }",
-                arg=before, timeout=300_000)
+                arg=before,
+                timeout=300_000,
+            )
             assert changed
             page.wait_for_timeout(500)
             after = page.evaluate(PLOTS)
             slider.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "browser-05-after.png"))
-            print(f"slider {before_value} -> {after_value}; plots {_digest(before)} -> "
-                  f"{_digest(after)}; screenshots in {ARTIFACTS}")
+            print(
+                f"slider {before_value} -> {after_value}; plots {_digest(before)} -> "
+                f"{_digest(after)}; screenshots in {ARTIFACTS}"
+            )
             assert _digest(after) != _digest(before)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "browser-05-failure.png"))

@@ -12,10 +12,10 @@ import pytest
 from conftest import KERMANY, requires_kermany
 
 from ddadlib.cli import main
-from ddadlib.dataset import PreparedDataset
-from ddadlib.imaging import read_image, resize
-from ddadlib.kermany import BUNDLE, NOTICE, bundle_sha256, load_bundle, select_rows
-from ddadlib.splits import _part_lists, ar_range, max_unlabeled, split_sizes
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.data.imaging import read_image, resize
+from ddadlib.data.kermany import BUNDLE, NOTICE, bundle_sha256, load_bundle, select_rows
+from ddadlib.data.splits import ar_range, max_unlabeled, part_lists, split_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,10 +45,13 @@ def test_bundle_is_small_and_holds_both_classes_by_patient(bundle):
 
 
 def test_pneumonia_sample_takes_whole_patients_with_a_seed():
-    rows = pd.DataFrame({"filename": [f"f{i}" for i in range(12)],
-                         "label": [0, 0] + [1] * 10,
-                         "patient_id": ["n0", "n1", "a", "a", "a", "b", "c", "c", "d", "e", "e",
-                                        "e"]})
+    rows = pd.DataFrame(
+        {
+            "filename": [f"f{i}" for i in range(12)],
+            "label": [0, 0] + [1] * 10,
+            "patient_id": ["n0", "n1", "a", "a", "a", "b", "c", "c", "d", "e", "e", "e"],
+        }
+    )
     picked = select_rows(rows, n_pneumonia=4, seed=3)
     assert picked.index.is_monotonic_increasing
     assert {"n0", "n1"} <= set(picked["patient_id"])
@@ -62,10 +65,21 @@ def test_pneumonia_sample_takes_whole_patients_with_a_seed():
 @requires_kermany()
 def test_script_rebuilds_the_bundle_byte_for_byte(tmp_path, bundle):
     out = tmp_path / "kermany64.npz"
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_kermany_bundle.py"),
-                          "--shared", str(KERMANY), "--out", str(out)], capture_output=True,
-                         text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": ""},
-                         check=False)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "build_kermany_bundle.py"),
+            "--shared",
+            str(KERMANY),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": ""},
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     assert out.read_bytes() == BUNDLE.read_bytes()
     # lossless: the stored pixels are the source's, resized as `ddad prepare folder` does
@@ -77,27 +91,47 @@ def test_script_rebuilds_the_bundle_byte_for_byte(tmp_path, bundle):
 def test_notice_travels_with_the_bundle():
     notice = NOTICE.read_text()
     assert notice == (ROOT / "DATA_NOTICE.md").read_text()
-    for words in ("Kermany", "Zhang", "Goldbaum", "Mendeley Data", "CC BY 4.0",
-                  "Cell 172(5):1122-1131", "64x64", "subset"):
+    for words in (
+        "Kermany",
+        "Zhang",
+        "Goldbaum",
+        "Mendeley Data",
+        "CC BY 4.0",
+        "Cell 172(5):1122-1131",
+        "64x64",
+        "subset",
+    ):
         assert words in notice
     readme = (ROOT / "README.md").read_text()
-    licences = readme[readme.index("## Data licences"):]
+    licences = readme[readme.index("## Data licences") :]
     assert "CC BY 4.0" in licences and "DATA_NOTICE.md" in licences
 
 
 def test_prepare_kermany_lets_m_500_at_every_ar(prepared):
     assert prepared.info["source"] == "kermany"
     s = split_sizes(prepared.split)
-    assert s == {"normal": 541, "pool_normal": 500, "pool_abnormal": 1050, "test_normal": 300,
-                 "test_abnormal": 300}
+    assert s == {
+        "normal": 541,
+        "pool_normal": 500,
+        "pool_abnormal": 1050,
+        "test_normal": 300,
+        "test_abnormal": 300,
+    }
     assert ar_range(prepared.split, 500) == (0.0, 1.0)
     assert min(max_unlabeled(prepared.split, ar / 10) for ar in range(11)) == 500
     # patients stay on one side
     pid = dict(zip(prepared.manifest["id"], prepared.manifest["patient_id"]))
-    sides = [{pid[i] for i in ids} for part, ids in _part_lists(prepared.split).items()
-             if not part.startswith("pool")]
-    pools = {pid[i] for part, ids in _part_lists(prepared.split).items()
-             if part.startswith("pool") for i in ids}
+    sides = [
+        {pid[i] for i in ids}
+        for part, ids in part_lists(prepared.split).items()
+        if not part.startswith("pool")
+    ]
+    pools = {
+        pid[i]
+        for part, ids in part_lists(prepared.split).items()
+        if part.startswith("pool")
+        for i in ids
+    }
     sides.append(pools)
     assert sum(len(x) for x in sides) == len(set().union(*sides))
 
@@ -128,8 +162,26 @@ def test_prepare_kermany_smaller_size_and_bad_size(tmp_path, capsys):
 
 def test_failed_prepare_removes_the_folder_it_created(class_folder, tmp_path, capsys):
     out = tmp_path / "new" / "data"
-    assert main(["prepare", "folder", "--root", str(class_folder), "--out", str(out),
-                 "--size", "16", "--quiet", "--workers", "1", "--n-normal", "1000"]) == 2
+    assert (
+        main(
+            [
+                "prepare",
+                "folder",
+                "--root",
+                str(class_folder),
+                "--out",
+                str(out),
+                "--size",
+                "16",
+                "--quiet",
+                "--workers",
+                "1",
+                "--n-normal",
+                "1000",
+            ]
+        )
+        == 2
+    )
     assert "cannot split" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
     # a folder the user made stays

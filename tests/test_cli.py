@@ -23,15 +23,33 @@ def test_every_command_has_help(words, capsys):
 
 
 def test_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "ddadlib.cli", "--version"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "ddadlib.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.startswith("ddadlib ")
 
 
 def test_prepare_folder_info_and_samples(class_folder, tmp_path, capsys):
     out = tmp_path / "prep"
-    assert main(["prepare", "folder", "--root", str(class_folder), "--out", str(out),
-                 "--size", "32", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "folder",
+                "--root",
+                str(class_folder),
+                "--out",
+                str(out),
+                "--size",
+                "32",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "PNEUMONIA/ -> 1 (abnormal, 20 images)" in printed
     assert "Dn 12 normal; pools 13 normal + 15 abnormal; test 5 normal + 5 abnormal" in printed
@@ -47,9 +65,23 @@ def test_prepare_folder_info_and_samples(class_folder, tmp_path, capsys):
 def test_errors_are_one_line_without_traceback(tmp_path, class_folder):
     bad = tmp_path / "labels.csv"
     bad.write_text("filename,label\nNormal/n00.png,7\n")
-    res = subprocess.run([sys.executable, "-m", "ddadlib.cli", "prepare", "folder", "--root",
-                          str(class_folder), "--labels", str(bad), "--out", str(tmp_path / "o")],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ddadlib.cli",
+            "prepare",
+            "folder",
+            "--root",
+            str(class_folder),
+            "--labels",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert res.stderr.startswith("ddad prepare: error: ")
@@ -57,8 +89,17 @@ def test_errors_are_one_line_without_traceback(tmp_path, class_folder):
 
 
 def test_overwrite_refused_then_allowed(class_folder, tmp_path, capsys):
-    args = ["prepare", "folder", "--root", str(class_folder), "--out", str(tmp_path / "o"),
-            "--size", "16", "--quiet"]
+    args = [
+        "prepare",
+        "folder",
+        "--root",
+        str(class_folder),
+        "--out",
+        str(tmp_path / "o"),
+        "--size",
+        "16",
+        "--quiet",
+    ]
     assert main(args) == 0
     assert main(args) == 2
     assert "already holds a prepared dataset" in capsys.readouterr().err

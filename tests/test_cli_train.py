@@ -7,14 +7,34 @@ import pandas as pd
 from PIL import Image
 
 from ddadlib.cli import main
-from ddadlib.dataset import PreparedDataset
+from ddadlib.data.dataset import PreparedDataset
 
 
 def test_train_evaluate_score(tiny_synthetic, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--data", str(tiny_synthetic), "--out", str(run), "--k", "2",
-                 "--epochs", "1", "--ar", "0.4", "--n-unlabeled", "10", "--quiet",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tiny_synthetic),
+                "--out",
+                str(run),
+                "--k",
+                "2",
+                "--epochs",
+                "1",
+                "--ar",
+                "0.4",
+                "--n-unlabeled",
+                "10",
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert (run / "model.pt").exists()
     assert main(["evaluate", "--run", str(run), "--n-boot", "20"]) == 0
     out = capsys.readouterr().out
@@ -33,15 +53,16 @@ def test_train_evaluate_score(tiny_synthetic, tmp_path, capsys):
     # no silent overwrite
     assert main(["score", "--run", str(run), "--images", str(imgs), "--out", str(csv)]) == 2
     (imgs / "broken.png").write_bytes(b"\x89PNG not really")
-    assert main(["score", "--run", str(run), "--images", str(imgs), "--out",
-                 str(tmp_path / "s2.csv")]) == 2
+    assert (
+        main(["score", "--run", str(run), "--images", str(imgs), "--out", str(tmp_path / "s2.csv")])
+        == 2
+    )
     assert "broken.png" in capsys.readouterr().err
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--data", "synthetic", "--epochs", "1",
-                 "--quiet"]) == 0
+    assert main(["demo", "--out", str(out), "--data", "synthetic", "--epochs", "1", "--quiet"]) == 0
     text = capsys.readouterr().out
     for name in ("rec", "rec_ensemble", "intra", "inter"):
         assert name in text
@@ -51,7 +72,6 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
         assert (out / fig).stat().st_size > 10_000
     assert PreparedDataset.load(out / "data").info["source"] == "synthetic"
     # running it again reuses the data and the trained run
-    assert main(["demo", "--out", str(out), "--data", "synthetic", "--epochs", "1",
-                 "--quiet"]) == 0
+    assert main(["demo", "--out", str(out), "--data", "synthetic", "--epochs", "1", "--quiet"]) == 0
     again = capsys.readouterr().out
     assert "prepared earlier" in again and "nothing trained" in again

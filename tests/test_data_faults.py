@@ -11,25 +11,29 @@ import pytest
 from conftest import write_png
 from PIL import Image
 
-import ddadlib.dataset as dataset_mod
-import ddadlib.prepare as prep
-from ddadlib.dataset import STAGING, PreparedDataset, settle_dataset
+import ddadlib.data.dataset as dataset_mod
+import ddadlib.data.prepare as prep
+from ddadlib.data.dataset import STAGING, PreparedDataset, settle_dataset
+from ddadlib.data.imaging import read_image
+from ddadlib.data.prepare import prepare_folder
 from ddadlib.errors import DataError
-from ddadlib.imaging import read_image
-from ddadlib.prepare import prepare_folder
 
 KW = {"size": 16, "n_normal": 12, "n_test": 6, "log": lambda s: None, "workers": 1}
 
 
 def _snapshot(out):
-    return {name: (out / name).read_bytes() for name in ("images.npy", "manifest.csv",
-                                                         "split.json", "dataset.json")}
+    return {
+        name: (out / name).read_bytes()
+        for name in ("images.npy", "manifest.csv", "split.json", "dataset.json")
+    }
 
 
-@pytest.mark.parametrize("fault", [OSError(errno.ENOSPC, "No space left on device"),
-                                   KeyboardInterrupt()])
-def test_overwrite_that_fails_midway_keeps_the_old_dataset(csv_folder, tmp_path, monkeypatch,
-                                                           fault):
+@pytest.mark.parametrize(
+    "fault", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()]
+)
+def test_overwrite_that_fails_midway_keeps_the_old_dataset(
+    csv_folder, tmp_path, monkeypatch, fault
+):
     out = tmp_path / "p"
     prepare_folder(csv_folder, out, seed=0, **KW)
     before = _snapshot(out)
@@ -87,8 +91,9 @@ def test_an_unfinished_staging_folder_is_dropped(csv_folder, tmp_path):
     assert not (out / STAGING).exists() and _snapshot(out) == before
 
 
-def test_resume_decodes_again_a_file_changed_since_the_interruption(class_folder, tmp_path,
-                                                                    monkeypatch):
+def test_resume_decodes_again_a_file_changed_since_the_interruption(
+    class_folder, tmp_path, monkeypatch
+):
     monkeypatch.setattr(prep, "CHUNK", 16)  # 50 images: 4 chunks
     real, calls, interrupt = prep._decode_chunk, [], [True]
 
@@ -165,8 +170,9 @@ def test_load_refuses_a_patient_on_both_sides_of_train_and_test(prepared):
         s["test"]["0"].append(moved)
 
     _edit_split(prepared, move)
-    with pytest.raises(DataError,
-                       match=r"split\.json: patient .* has images in both training .* and test"):
+    with pytest.raises(
+        DataError, match=r"split\.json: patient .* has images in both training .* and test"
+    ):
         PreparedDataset.load(prepared)
 
 
@@ -176,13 +182,16 @@ def test_load_refuses_unknown_ids(prepared):
         PreparedDataset.load(prepared)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (lambda a: a.astype(np.float32), r"images\.npy: expected a uint8 array.*float32"),
-    (lambda a: a.reshape(len(a), -1), r"images\.npy: expected a uint8 array.*\(73, 256\)"),
-    (lambda a: a[:, :, :8], r"images\.npy: expected a uint8 array.*\(73, 16, 8\)"),
-    (lambda a: a[:70], r"images\.npy: holds 70 images but manifest\.csv has 73 rows"),
-    (lambda a: a[:, :8, :8], r"images\.npy: images are 8x8 but dataset\.json says 16x16"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda a: a.astype(np.float32), r"images\.npy: expected a uint8 array.*float32"),
+        (lambda a: a.reshape(len(a), -1), r"images\.npy: expected a uint8 array.*\(73, 256\)"),
+        (lambda a: a[:, :, :8], r"images\.npy: expected a uint8 array.*\(73, 16, 8\)"),
+        (lambda a: a[:70], r"images\.npy: holds 70 images but manifest\.csv has 73 rows"),
+        (lambda a: a[:, :8, :8], r"images\.npy: images are 8x8 but dataset\.json says 16x16"),
+    ],
+)
 def test_load_refuses_images_of_the_wrong_dtype_or_shape(prepared, bad, message):
     images = np.load(prepared / "images.npy")
     np.save(prepared / "images.npy", np.ascontiguousarray(bad(images)))

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ddadlib.cli import main
-from ddadlib.dataset import PreparedDataset
+from ddadlib.data.dataset import PreparedDataset
 
 
 def test_demo_runs_on_the_bundled_xrays_and_reuses_its_folder(tmp_path, capsys):
@@ -40,8 +40,9 @@ def test_demo_refuses_a_folder_with_other_content(tmp_path, capsys):
 def test_demo_refuses_a_demo_with_other_settings(tmp_path, capsys):
     out = tmp_path / "demo"
     out.mkdir()
-    (out / "demo.json").write_text(json.dumps({"demo": "kermany", "backbone": "ae",
-                                               "epochs": 1, "seed": 0}))
+    (out / "demo.json").write_text(
+        json.dumps({"demo": "kermany", "backbone": "ae", "epochs": 1, "seed": 0})
+    )
     (out / "metrics.json").write_text('{"inter": {"auc": 0.99}}')
     assert main(["demo", "--out", str(out), "--epochs", "2", "--quiet"]) == 2
     assert "holds a demo with other settings (epochs: 1 -> 2)" in capsys.readouterr().err

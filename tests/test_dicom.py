@@ -1,17 +1,17 @@
-"""Tests of ddadlib.dicom: decoding DICOM files into displayed 8-bit grayscale images."""
+"""Tests of ddadlib.data.dicom: decoding DICOM files into displayed 8-bit grayscale images."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from dicom_fixtures import (
     bright_square,
     jpeg2000_encoder_available,
     pattern_image,
     write_dicom,
 )
-from ddadlib.dicom import is_dicom, read_dicom
+
+from ddadlib.data.dicom import is_dicom, read_dicom
 from ddadlib.errors import DataError
 
 
@@ -128,9 +128,7 @@ def test_multi_valued_window_uses_first(tmp_path):
     img = pattern_image()
     one = read_dicom(write_dicom(tmp_path / "a.dcm", img, bits_stored=12, window=(1000, 500)))
     two = read_dicom(
-        write_dicom(
-            tmp_path / "b.dcm", img, bits_stored=12, window=([1000, 3000], [500, 2000])
-        )
+        write_dicom(tmp_path / "b.dcm", img, bits_stored=12, window=([1000, 3000], [500, 2000]))
     )
     assert np.array_equal(one, two)
 
@@ -175,7 +173,10 @@ def test_jpeg2000(tmp_path, photometric):
     stored = img if photometric == "MONOCHROME2" else (4095 - img).astype(np.uint16)
     out = read_dicom(
         write_dicom(
-            tmp_path / "j2k.dcm", stored, photometric=photometric, bits_stored=12,
+            tmp_path / "j2k.dcm",
+            stored,
+            photometric=photometric,
+            bits_stored=12,
             transfer_syntax="jpeg2000",
         )
     )
@@ -291,7 +292,7 @@ def test_no_pixel_data(tmp_path):
 
 
 def test_missing_decoder_names_syntax_and_package(tmp_path, monkeypatch):
-    import pydicom.pixels
+    import ddadlib.data.dicom as dicom_mod
 
     p = write_dicom(
         tmp_path / "j.dcm", pattern_image(max_value=255), transfer_syntax="jpeg_baseline"
@@ -301,7 +302,7 @@ def test_missing_decoder_names_syntax_and_package(tmp_path, monkeypatch):
         is_available = False
         missing_dependencies = ["pylibjpeg - requires pylibjpeg-libjpeg"]
 
-    monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda uid: _Unavailable())
+    monkeypatch.setattr(dicom_mod, "get_decoder", lambda uid: _Unavailable())
     with pytest.raises(DataError) as e:
         read_dicom(p)
     msg = str(e.value)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ddadlib.ensemble import EnsembleConfig, batch_starts, build_members, train_ensemble
 from ddadlib.errors import TrainingError
+from ddadlib.models.ensemble import EnsembleConfig, batch_starts, build_members, train_ensemble
 
 
 def max_weight_diff(a, b) -> float:
@@ -71,8 +71,14 @@ def test_interrupted_training_resumes_to_the_same_weights(images64, float64, tmp
 
     ckpt = tmp_path / "B.ckpt"
     with pytest.raises(KeyboardInterrupt):
-        train_ensemble(images64, cfg, checkpoint=ckpt, checkpoint_every=0, progress=False,
-                       on_epoch=stop_after_second_epoch)
+        train_ensemble(
+            images64,
+            cfg,
+            checkpoint=ckpt,
+            checkpoint_every=0,
+            progress=False,
+            on_epoch=stop_after_second_epoch,
+        )
     assert ckpt.exists()
     # resumed on the other path, to show the checkpoint format does not depend on it
     resumed = train_ensemble(images64, cfg, checkpoint=ckpt, progress=False, vectorised=True)
@@ -83,20 +89,26 @@ def test_interrupted_training_resumes_to_the_same_weights(images64, float64, tmp
 
 def test_checkpoint_of_another_config_is_refused(images64, tmp_path):
     ckpt = tmp_path / "B.ckpt"
-    train_ensemble(images64.float(), EnsembleConfig(k=2, epochs=1, batch_size=16, size=32),
-                   checkpoint=ckpt, progress=False)
+    train_ensemble(
+        images64.float(),
+        EnsembleConfig(k=2, epochs=1, batch_size=16, size=32),
+        checkpoint=ckpt,
+        progress=False,
+    )
     with pytest.raises(TrainingError, match="another configuration"):
-        train_ensemble(images64.float(), EnsembleConfig(k=2, epochs=2, batch_size=16, size=32,
-                                                        lr=1e-3),
-                       checkpoint=ckpt, progress=False)
+        train_ensemble(
+            images64.float(),
+            EnsembleConfig(k=2, epochs=2, batch_size=16, size=32, lr=1e-3),
+            checkpoint=ckpt,
+            progress=False,
+        )
 
 
 def test_nan_loss_stops_with_a_clear_message(images64):
     bad = images64.float().clone()
     bad[3, 0, 5, 5] = float("nan")
     with pytest.raises(TrainingError, match=r"loss of member.*epoch 1.*diverged"):
-        train_ensemble(bad, EnsembleConfig(k=2, epochs=2, batch_size=16, size=32),
-                       progress=False)
+        train_ensemble(bad, EnsembleConfig(k=2, epochs=2, batch_size=16, size=32), progress=False)
 
 
 def test_batch_starts_drop_a_last_single_image():
@@ -111,13 +123,21 @@ def test_progress_bar_honours_tqdm_disable():
     import subprocess
     import sys
 
-    code = ("import torch; from ddadlib.ensemble import EnsembleConfig, train_ensemble; "
-            "train_ensemble(torch.rand(20, 1, 32, 32) * 2 - 1, "
-            "EnsembleConfig(k=2, epochs=1, batch_size=16, size=32))")
+    code = (
+        "import torch; from ddadlib.models.ensemble import EnsembleConfig, train_ensemble; "
+        "train_ensemble(torch.rand(20, 1, 32, 32) * 2 - 1, "
+        "EnsembleConfig(k=2, epochs=1, batch_size=16, size=32))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
-    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                           text=True, check=True)
+    shown = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert "module B (ae, 2 members)" in shown.stderr
-    hidden = subprocess.run([sys.executable, "-c", code], env=dict(env, TQDM_DISABLE="1"),
-                            capture_output=True, text=True, check=True)
+    hidden = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(env, TQDM_DISABLE="1"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "module B" not in hidden.stderr

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from ddadlib.dataset import PreparedDataset
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.detectors import DDAD
 from ddadlib.errors import ConfigError, DataError
-from ddadlib.estimator import DDAD
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +50,9 @@ def test_scores_have_the_documented_shapes(fitted, tiny):
     assert set(s) == {"rec", "rec_members", "rec_ensemble", "intra", "inter"}
     assert s["rec_members"].shape == (2, n)
     assert np.array_equal(s["rec"], s["rec_members"][0])
-    assert all(s[k].shape == (n,) and np.isfinite(s[k]).all() for k in ("rec_ensemble", "intra",
-                                                                         "inter"))
+    assert all(
+        s[k].shape == (n,) and np.isfinite(s[k]).all() for k in ("rec_ensemble", "intra", "inter")
+    )
     maps = fitted.score_maps(test)
     assert maps["rec"].shape == (2, n, 32, 32)
     assert maps["inter"].shape == maps["mu_A"].shape == maps["sigma2"].shape == (n, 32, 32)
@@ -87,8 +88,10 @@ def test_module_b_is_reused_as_given(fitted, tiny):
 
 def test_same_seed_same_scores(tiny):
     dn, du, test = tiny
-    runs = [DDAD(k=2, epochs=1, seed=5, device="cpu", progress=False).fit(dn, du)
-            .score_samples(test) for _ in range(2)]
+    runs = [
+        DDAD(k=2, epochs=1, seed=5, device="cpu", progress=False).fit(dn, du).score_samples(test)
+        for _ in range(2)
+    ]
     for key in runs[0]:
         assert np.array_equal(runs[0][key], runs[1][key])
     other = DDAD(k=2, epochs=1, seed=6, device="cpu", progress=False).fit(dn, du)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ddadlib.errors import TrainingError
-from ddadlib.fanogan import (
+from ddadlib.models.fanogan import (
     CHUNK,
     LATENT_DIM,
     Critic,
@@ -19,8 +19,7 @@ from ddadlib.seeding import derive_seed, torch_seed
 def images(n: int = 32, size: int = 64, seed: int = 0) -> torch.Tensor:
     """Structured images in [-1, 1]: a bright disc of random radius and place on dark noise."""
     g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
     c = torch.rand(n, 2, 1, 1, generator=g) - 0.5
     r = 0.3 + 0.3 * torch.rand(n, 1, 1, generator=g)
     disc = ((xx - c[:, 0]) ** 2 + (yy - c[:, 1]) ** 2 < r**2).float()
@@ -90,8 +89,8 @@ def test_score_in_eval_mode_and_chunked_and_modes_restored():
     assert model.training and model.encoder.training and not model.generator.training
     model.eval()
     with torch.no_grad():
-        one = torch.cat([model.score(x[i:i + 1]) for i in (0, CHUNK + 3)])
-        whole = model(x[:CHUNK + 9])["recon"]
+        one = torch.cat([model.score(x[i : i + 1]) for i in (0, CHUNK + 3)])
+        whole = model(x[: CHUNK + 9])["recon"]
     torch.testing.assert_close(s[[0, CHUNK + 3]], one)
     torch.testing.assert_close(model.anomaly_maps(x), (x - whole) ** 2)
     assert not s.requires_grad
@@ -170,8 +169,7 @@ def test_on_epoch_callback_and_frozen_gan_in_encoder_stage():
             after_gan.update({k: v.clone() for k, v in m.state_dict().items()})
 
     model = tiny(epochs=2, encoder_epochs=2, on_epoch=on_epoch)
-    assert calls == [("gan", 0, True), ("gan", 1, True), ("encoder", 0, True),
-                     ("encoder", 1, True)]
+    assert calls == [("gan", 0, True), ("gan", 1, True), ("encoder", 0, True), ("encoder", 1, True)]
     final = model.state_dict()
     for k, v in after_gan.items():  # BatchNorm statistics of the generator included
         assert torch.equal(v, final[k]) != k.startswith("encoder."), k

@@ -1,7 +1,7 @@
 import pytest
 
+from ddadlib.data.folder import folder_records
 from ddadlib.errors import DataError
-from ddadlib.folder import folder_records
 
 
 def test_subfolders_map_normal_names(class_folder):
@@ -22,15 +22,21 @@ def test_labels_csv_wins(csv_folder):
     assert (r.label, r.patient_id) == (0, "pat1")
 
 
-@pytest.mark.parametrize("content, message", [
-    ("file,label\nimg/a00.png,0\n", "missing column.*filename.*found: file, label"),
-    ("filename,label\nimg/a00.png,2\n", r"line 2: label '2'.*not 0 \(normal\) or 1"),
-    ("filename,label\nimg/a00.png,yes\nimg/a01.png,1\n", "label 'yes'"),
-    ("filename,label\nimg/zz.png,1\nimg/a00.png,0\n", r"1 listed image file\(s\) not found.*zz.png"),
-    ("filename,label\n", "no rows"),
-    ("", "empty"),
-    ("filename,label\nimg/a00.png,0\nimg/a00.png,0\n", "more than once"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("file,label\nimg/a00.png,0\n", "missing column.*filename.*found: file, label"),
+        ("filename,label\nimg/a00.png,2\n", r"line 2: label '2'.*not 0 \(normal\) or 1"),
+        ("filename,label\nimg/a00.png,yes\nimg/a01.png,1\n", "label 'yes'"),
+        (
+            "filename,label\nimg/zz.png,1\nimg/a00.png,0\n",
+            r"1 listed image file\(s\) not found.*zz.png",
+        ),
+        ("filename,label\n", "no rows"),
+        ("", "empty"),
+        ("filename,label\nimg/a00.png,0\nimg/a00.png,0\n", "more than once"),
+    ],
+)
 def test_labels_csv_errors_name_the_file(csv_folder, tmp_path, content, message):
     f = tmp_path / "bad_labels.csv"
     f.write_text(content)
@@ -53,8 +59,11 @@ def test_unknown_subfolder_is_refused_with_the_mapping_to_pass(class_folder):
     from conftest import write_png
 
     write_png(class_folder / "healthy" / "h0.png", 900)
-    with pytest.raises(DataError, match=r"subfolder\(s\) healthy/ are neither a normal name.*"
-                                        r"--normal-names healthy or --abnormal-names healthy"):
+    with pytest.raises(
+        DataError,
+        match=r"subfolder\(s\) healthy/ are neither a normal name.*"
+        r"--normal-names healthy or --abnormal-names healthy",
+    ):
         folder_records(class_folder)
     records, how = folder_records(class_folder, normal_names=["healthy"])
     assert {r.label for r in records if r.id.startswith("healthy/")} == {0}
@@ -74,7 +83,12 @@ def test_known_finding_names_are_abnormal(tmp_path):
         write_png(tmp_path / "r" / name / "x.png", i)
     records, _ = folder_records(tmp_path / "r")
     assert {r.finding: r.label for r in records} == {
-        "NORMAL": 0, "PNEUMONIA": 1, "Viral Pneumonia": 1, "COVID": 1, "Effusion": 1}
+        "NORMAL": 0,
+        "PNEUMONIA": 1,
+        "Viral Pneumonia": 1,
+        "COVID": 1,
+        "Effusion": 1,
+    }
 
 
 @pytest.mark.parametrize("entry", ["../outside.png", "{abs}"])
@@ -84,8 +98,11 @@ def test_labels_csv_entries_outside_the_root_are_refused(csv_folder, entry):
     outside = write_png(csv_folder.parent / "outside.png", 3)  # exists: only the path is wrong
     entry = entry.format(abs=outside)
     (csv_folder / "labels.csv").write_text(f"filename,label\nimg/a00.png,0\n{entry},1\n")
-    with pytest.raises(DataError, match=rf"labels.csv: line 3: filename '{entry}' points outside "
-                                        rf"{csv_folder}"):
+    with pytest.raises(
+        DataError,
+        match=rf"labels.csv: line 3: filename '{entry}' points outside "
+        rf"{csv_folder}",
+    ):
         folder_records(csv_folder)
 
 
@@ -96,11 +113,26 @@ def test_non_utf8_file_name_is_a_clear_error(class_folder, capsys, tmp_path):
 
     png = class_folder / "Normal" / "n00.png"
     os.rename(png, os.path.join(os.fsencode(png.parent), b"caf\xe9.png"))
-    with pytest.raises(DataError, match=r"1 file name\(s\) are not valid UTF-8 "
-                                        r"\(e.g. Normal/caf\\xe9.png\); rename them"):
+    with pytest.raises(
+        DataError,
+        match=r"1 file name\(s\) are not valid UTF-8 "
+        r"\(e.g. Normal/caf\\xe9.png\); rename them",
+    ):
         folder_records(class_folder)
-    assert main(["prepare", "folder", "--root", str(class_folder), "--out",
-                 str(tmp_path / "o"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "prepare",
+                "folder",
+                "--root",
+                str(class_folder),
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("ddad prepare: error: ") and err.count("\n") == 1
 
@@ -111,24 +143,31 @@ KERMANY_REGEX = r"(person\d+|(?:NORMAL2-)?IM-\d+)"
 def test_patient_regex_on_kermany_names(tmp_path):
     from conftest import write_png
 
-    from ddadlib.folder import patient_ids_from_names
+    from ddadlib.data.folder import patient_ids_from_names
 
-    names = ["PNEUMONIA/person123_bacteria_456.jpeg", "PNEUMONIA/person123_virus_9.jpeg",
-             "NORMAL/IM-0001-0001.jpeg", "NORMAL/NORMAL2-IM-0012-0001.jpeg"]
+    names = [
+        "PNEUMONIA/person123_bacteria_456.jpeg",
+        "PNEUMONIA/person123_virus_9.jpeg",
+        "NORMAL/IM-0001-0001.jpeg",
+        "NORMAL/NORMAL2-IM-0012-0001.jpeg",
+    ]
     want = ["person123", "person123", "IM-0001", "NORMAL2-IM-0012"]
     assert patient_ids_from_names(names, KERMANY_REGEX, "k") == want
-    assert patient_ids_from_names(names, r"(?P<patient>person\d+|(?:NORMAL2-)?IM-\d+)",
-                                  "k") == want
-    assert patient_ids_from_names(["a/00001992_002.png"], r"(\d{8})_\d{3}\.png$", "x") == \
-        ["00001992"]
+    assert patient_ids_from_names(names, r"(?P<patient>person\d+|(?:NORMAL2-)?IM-\d+)", "k") == want
+    assert patient_ids_from_names(["a/00001992_002.png"], r"(\d{8})_\d{3}\.png$", "x") == [
+        "00001992"
+    ]
     for name in names:
         write_png(tmp_path / "k" / name, len(name), size=16)
     records, how = folder_records(tmp_path / "k", patient_regex=KERMANY_REGEX)
     assert sorted(r.patient_id for r in records) == sorted(want)
     assert "patient ids from --patient-regex" in how
     write_png(tmp_path / "k" / "NORMAL" / "odd.jpeg", 1, size=16)
-    with pytest.raises(DataError, match=r"k: --patient-regex .* finds no patient id in 1 of 5 "
-                                        r"file names \(e.g. NORMAL/odd.jpeg\)"):
+    with pytest.raises(
+        DataError,
+        match=r"k: --patient-regex .* finds no patient id in 1 of 5 "
+        r"file names \(e.g. NORMAL/odd.jpeg\)",
+    ):
         folder_records(tmp_path / "k", patient_regex=KERMANY_REGEX)
     with pytest.raises(DataError, match=r"--patient-regex '\(' is not a valid regular"):
         folder_records(tmp_path / "k", patient_regex="(")
@@ -141,16 +180,19 @@ def test_patient_regex_and_csv_patient_ids_do_not_mix(csv_folder):
         folder_records(csv_folder, normal_names=["healthy"])
 
 
-@pytest.mark.parametrize("regex, name, patient", [
-    (KERMANY_REGEX, "PNEUMONIA/person123_bacteria_456.jpeg", "person123"),
-    (r"(\d{8})_\d{3}\.png$", "images/00001992_002.png", "00001992"),
-    (r"(patient\d+)/", "train/patient00001/study1/view1_frontal.jpg", "patient00001"),
-    (r"/(p\d{8})/", "files/p10/p10000032/s50414267/02aa804e.jpg", "p10000032"),
-])
+@pytest.mark.parametrize(
+    "regex, name, patient",
+    [
+        (KERMANY_REGEX, "PNEUMONIA/person123_bacteria_456.jpeg", "person123"),
+        (r"(\d{8})_\d{3}\.png$", "images/00001992_002.png", "00001992"),
+        (r"(patient\d+)/", "train/patient00001/study1/view1_frontal.jpg", "patient00001"),
+        (r"/(p\d{8})/", "files/p10/p10000032/s50414267/02aa804e.jpg", "p10000032"),
+    ],
+)
 def test_the_readme_regexes(regex, name, patient):
     from pathlib import Path
 
-    from ddadlib.folder import patient_ids_from_names
+    from ddadlib.data.folder import patient_ids_from_names
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert f"`'{regex.replace('|', chr(92) + '|')}'`" in readme

@@ -1,4 +1,4 @@
-"""Tests of ddadlib.kaggle: records from fake RSNA Pneumonia and VinBigData downloads."""
+"""Tests of ddadlib.data.kaggle: records from fake RSNA Pneumonia and VinBigData downloads."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from dicom_fixtures import bright_square, make_rsna_download, make_vinbigdata_download
-from ddadlib.dicom import read_dicom
+
+from ddadlib.data.dicom import read_dicom
+from ddadlib.data.kaggle import rsna_records, vinbigdata_records
+from ddadlib.data.records import Box
 from ddadlib.errors import DataError
-from ddadlib.kaggle import rsna_records, vinbigdata_records
-from ddadlib.records import Box
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -35,8 +35,9 @@ def _write_rows(path: Path, header: list[str], rows: list[list[str]]) -> None:
 @pytest.fixture
 def rsna(tmp_path):
     root = tmp_path / "rsna-pneumonia-detection-challenge"
-    expected = make_rsna_download(root, n_normal=4, n_opacity=5, n_other=3,
-                                  boxes_per_opacity=(1, 2, 3))
+    expected = make_rsna_download(
+        root, n_normal=4, n_opacity=5, n_other=3, boxes_per_opacity=(1, 2, 3)
+    )
     return root, expected
 
 

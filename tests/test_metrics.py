@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from ddadlib.metrics import (bootstrap_auc, evaluate_scores, pixel_auc, score_metrics,
-                             sensitivity_at_specificity)
+from ddadlib.scoring.metrics import (
+    bootstrap_auc,
+    evaluate_scores,
+    pixel_auc,
+    score_metrics,
+    sensitivity_at_specificity,
+)
 
 
 @pytest.fixture
@@ -77,15 +82,16 @@ def test_evaluate_scores_adds_pixel_auc_where_maps_exist(data):
     masks = np.zeros((300, 2, 2), bool)
     masks[labels == 1, 0, 0] = True
     maps = {"inter": masks.astype(float) + 0.1}
-    out = evaluate_scores(labels, {"inter": scores, "rec": scores}, masks=masks, maps=maps,
-                          n_boot=0)
+    out = evaluate_scores(
+        labels, {"inter": scores, "rec": scores}, masks=masks, maps=maps, n_boot=0
+    )
     assert out["inter"]["pixel_auc"] == 1.0 and "pixel_auc" not in out["rec"]
     assert out["rec"]["auc_ci"] is None
 
 
 def test_bootstrap_statistic_is_the_roc_auc(data, monkeypatch):
     """The vectorised resample AUC (Mann-Whitney U) equals scikit-learn's on each resample."""
-    import ddadlib.metrics as metrics
+    import ddadlib.scoring.metrics as metrics
 
     labels, scores = data
     scores = np.round(scores, 1)  # with ties
@@ -99,6 +105,7 @@ def test_bootstrap_statistic_is_the_roc_auc(data, monkeypatch):
     # about as wide as the Hanley-McNeil normal approximation
     n0, n1 = 200, 100
     q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
-    se = np.sqrt((auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n0 - 1) * (q2 - auc**2))
-                 / (n0 * n1))
+    se = np.sqrt(
+        (auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n0 - 1) * (q2 - auc**2)) / (n0 * n1)
+    )
     assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.2)

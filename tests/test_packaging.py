@@ -34,8 +34,10 @@ def test_environment_yml_matches_pyproject():
     assert pip_section == [{"pip": ["-e .[notebooks]"]}]
     conda = {CONDA_NAMES.get(k, k): v for k, v in conda.items() if k not in ("python", "pip")}
     project = _pyproject()["project"]
-    wanted = dict(_split_req(r) for r in
-                  project["dependencies"] + project["optional-dependencies"]["notebooks"])
+    wanted = dict(
+        _split_req(r)
+        for r in project["dependencies"] + project["optional-dependencies"]["notebooks"]
+    )
     assert conda == wanted
     # python range the same as requires-python
     py = dict(_split_req(d) for d in deps if isinstance(d, str))["python"]
@@ -53,7 +55,7 @@ def test_torch_range_admits_preinstalled_gpu_builds():
 def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
     text = (ROOT / "README.md").read_text()
     block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
-    lines = [l for l in block.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    lines = [s for s in block.splitlines() if s.strip() and not s.lstrip().startswith("#")]
     assert len(lines) == 2
     assert "ddad demo" in lines[0] and "pytest" in lines[1]
     assert text.index("```bash") < 200
@@ -81,8 +83,13 @@ def test_wheel_and_sdist_carry_the_bundled_xrays_and_their_notice(tmp_path):
     import zipfile
 
     # Build from a copy, so the checkout gets no build/ or egg-info.
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     src = tmp_path / "src"
     for name in files:
         if (ROOT / name).is_file():
@@ -92,14 +99,17 @@ def test_wheel_and_sdist_carry_the_bundled_xrays_and_their_notice(tmp_path):
     dist.mkdir()
     for hook in ("build_wheel", "build_sdist"):  # one process each (setuptools keeps state)
         code = f"import sys; from setuptools import build_meta; build_meta.{hook}(sys.argv[1])"
-        subprocess.run([sys.executable, "-c", code, str(dist)], cwd=src, check=True,
-                       capture_output=True)
-    with zipfile.ZipFile(next(dist.glob("*.whl"))) as whl, \
-            tarfile.open(next(dist.glob("*.tar.gz"))) as tar:
+        subprocess.run(
+            [sys.executable, "-c", code, str(dist)], cwd=src, check=True, capture_output=True
+        )
+    with (
+        zipfile.ZipFile(next(dist.glob("*.whl"))) as whl,
+        tarfile.open(next(dist.glob("*.tar.gz"))) as tar,
+    ):
         wheel, sdist = whl.namelist(), tar.getnames()
-        bundled = whl.read("ddadlib/data_files/kermany64.npz")
-    for name in ("ddadlib/data_files/kermany64.npz", "ddadlib/data_files/NOTICE.md"):
+        bundled = whl.read("ddadlib/data/files/kermany64.npz")
+    for name in ("ddadlib/data/files/kermany64.npz", "ddadlib/data/files/NOTICE.md"):
         assert name in wheel
         assert any(n.endswith("/" + name) for n in sdist)
     assert any(n.endswith("licenses/DATA_NOTICE.md") for n in wheel)
-    assert bundled == (ROOT / "ddadlib/data_files/kermany64.npz").read_bytes()
+    assert bundled == (ROOT / "ddadlib/data/files/kermany64.npz").read_bytes()

@@ -48,8 +48,12 @@ def _bars(patch, bins: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_histograms_one_panel_per_score_in_order_with_auc():
     scores = _scores()
-    metrics = {"rec": {"auc": 0.71234, "auc_std": 0.0213}, "rec_ensemble": {"auc": 0.674},
-               "intra": {"auc": 0.761}, "inter": {"auc": 0.8275}}
+    metrics = {
+        "rec": {"auc": 0.71234, "auc_std": 0.0213},
+        "rec_ensemble": {"auc": 0.674},
+        "intra": {"auc": 0.761},
+        "inter": {"auc": 0.8275},
+    }
     fig = plot_score_histograms(scores, LABELS, metrics, title="demo")
     assert len(fig.axes) == 4
     titles = [ax.get_title() for ax in fig.axes]
@@ -71,8 +75,9 @@ def test_histograms_without_metrics_have_no_auc_and_unknown_names_as_given():
     fig = plot_score_histograms({"my_score": np.arange(N, dtype=float)}, LABELS)
     assert len(fig.axes) == 1
     assert fig.axes[0].get_title() == "my_score"
-    fig = plot_score_histograms({"inter": np.arange(N, dtype=float)}, LABELS,
-                                metrics={"intra": {"auc": 0.5}})
+    fig = plot_score_histograms(
+        {"inter": np.arange(N, dtype=float)}, LABELS, metrics={"intra": {"auc": 0.5}}
+    )
     assert "AUC" not in fig.axes[0].get_title()
 
 
@@ -106,8 +111,9 @@ def test_histograms_per_member_scores_use_first_row():
 
 
 def test_histograms_constant_score_does_not_crash(tmp_path):
-    fig = plot_score_histograms({"flat": np.full(N, 3.0), "inter": _scores()["inter"]}, LABELS,
-                                bins=10)
+    fig = plot_score_histograms(
+        {"flat": np.full(N, 3.0), "inter": _scores()["inter"]}, LABELS, bins=10
+    )
     assert len(fig.axes) == 2
     for patch in fig.axes[0].patches:
         _, heights = _bars(patch, 10)
@@ -300,7 +306,7 @@ def test_pick_small_classes_give_what_they_have():
 
 def test_every_ddad_score_has_a_readable_panel_title():
     pytest.importorskip("torch")
-    from ddadlib.scores import SCORES
+    from ddadlib.paper import SCORE_NAMES as SCORES
 
     fig = plot_score_histograms({name: np.arange(N, dtype=float) for name in SCORES}, LABELS)
     titles = [ax.get_title() for ax in fig.axes]
@@ -312,7 +318,7 @@ def test_maps_accept_score_maps_per_member_rec(n):
     """``DDAD.score_maps(x)["rec"]`` is (K, N, S, S): the first network is drawn, also when N is
     1 or equals K."""
     imgs, maps, labels, _ = _maps_data()
-    rec = np.stack([np.full((n, S, S), float(k + 1)) for k in range(3)])     # (K=3, N, S, S)
+    rec = np.stack([np.full((n, S, S), float(k + 1)) for k in range(3)])  # (K=3, N, S, S)
     fig = plot_score_maps(imgs[:n], {"rec": rec}, max_images=n)
     axes = _image_axes(fig)
     assert len(axes) == 2 * n and "network 1 of 3" in axes[1].get_title()

@@ -2,18 +2,23 @@ import numpy as np
 import pytest
 
 from ddadlib.cli import main
-from ddadlib.dataset import PreparedDataset
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.data.prepare import prepare_synthetic
+from ddadlib.data.splits import draw_unlabeled, split_sizes
 from ddadlib.errors import DataError
-from ddadlib.prepare import prepare_synthetic
-from ddadlib.splits import draw_unlabeled, split_sizes
 
 SMALL = dict(n_normal=30, n_test=10, n_unlabeled=24, log=lambda s: None)
 
 
 def test_synthetic_dataset_layout(tmp_path):
     ds = PreparedDataset.load(prepare_synthetic(tmp_path / "s", seed=2, **SMALL))
-    assert split_sizes(ds.split) == {"normal": 30, "pool_normal": 24, "pool_abnormal": 24,
-                                     "test_normal": 10, "test_abnormal": 10}
+    assert split_sizes(ds.split) == {
+        "normal": 30,
+        "pool_normal": 24,
+        "pool_abnormal": 24,
+        "test_normal": 10,
+        "test_abnormal": 10,
+    }
     assert ds.images.shape == (98, 64, 64) and ds.masks.shape == (98, 64, 64)
     has_mask = ds.masks.reshape(len(ds), -1).any(axis=1)
     assert np.array_equal(has_mask, ds.labels == 1)
@@ -37,8 +42,27 @@ def test_same_seed_same_files(tmp_path):
 
 
 def test_ar_fixes_the_pools(tmp_path, capsys):
-    assert main(["prepare", "synthetic", "--out", str(tmp_path / "s"), "--n-normal", "20",
-                 "--n-test", "5", "--n-unlabeled", "30", "--ar", "0.3", "--size", "32"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "synthetic",
+                "--out",
+                str(tmp_path / "s"),
+                "--n-normal",
+                "20",
+                "--n-test",
+                "5",
+                "--n-unlabeled",
+                "30",
+                "--ar",
+                "0.3",
+                "--size",
+                "32",
+            ]
+        )
+        == 0
+    )
     ds = PreparedDataset.load(tmp_path / "s")
     s = split_sizes(ds.split)
     assert (s["pool_normal"], s["pool_abnormal"]) == (21, 9)

@@ -10,7 +10,8 @@ import pytest
 from ddadlib import course
 from ddadlib.cli import main
 from ddadlib.errors import ConfigError, DataError
-from ddadlib.experiments import (
+from ddadlib.paper import PAPER, PAPER_ARS
+from ddadlib.runs.grid import (
     common_unlabeled,
     format_mean_sd,
     load_results,
@@ -18,15 +19,24 @@ from ddadlib.experiments import (
     run_name,
     summarise,
 )
-from ddadlib.reproduce import PAPER, PAPER_ARS, PROTOCOLS, plan, reproduce
+from ddadlib.runs.reproduce import PROTOCOLS, plan, reproduce
 
 
 @pytest.fixture(scope="module")
 def reproduction(tmp_path_factory, tiny_synthetic):
     out = tmp_path_factory.mktemp("repro") / "out"
     logs: list[str] = []
-    record = reproduce(tiny_synthetic, out, "quick", seeds=(0, 1), epochs=1, fanogan_epochs=1,
-                       n_boot=20, progress=False, log=logs.append)
+    record = reproduce(
+        tiny_synthetic,
+        out,
+        "quick",
+        seeds=(0, 1),
+        epochs=1,
+        fanogan_epochs=1,
+        n_boot=20,
+        progress=False,
+        log=logs.append,
+    )
     return out, record, logs
 
 
@@ -44,7 +54,7 @@ def test_plan_puts_table1_first_and_shares_the_ar_06_runs():
     specs = plan(PROTOCOLS["quick"])
     assert [s["backbone"] for s in specs[:3]] == ["ae", "memae", "aeu"]
     ae = [(s["ar"], s["seed"]) for s in specs if s["backbone"] == "ae"]
-    assert len(ae) == len(set(ae)) == 6 * 3          # AR 0.6 is not trained twice
+    assert len(ae) == len(set(ae)) == 6 * 3  # AR 0.6 is not trained twice
     assert sum(s["backbone"] == "fanogan" for s in specs) == 3
     assert [s["backbone"] for s in plan(PROTOCOLS["quick"], ["ablation"])] == ["ae"] * 18
     with pytest.raises(ConfigError, match="unknown experiment"):
@@ -63,7 +73,7 @@ def test_reproduce_writes_every_run_and_the_report(reproduction):
         assert (out / name).is_file(), name
     text = (out / "results.md").read_text()
     assert "Table 1" in text and "Table 2" in text and "AR ablation" in text
-    assert f"{PAPER['table']['aeu']['inter'][0]:.3f}" in text       # the paper beside ours
+    assert f"{PAPER['table']['aeu']['inter'][0]:.3f}" in text  # the paper beside ours
     saved = json.loads((out / "reproduce.json").read_text())
     assert saved["protocol"]["seeds"] == [0, 1] and saved["n_unlabeled"] == 30
     assert {"cpu", "cpu_cores", "torch_threads", "gpu"} <= set(saved["hardware"])
@@ -79,7 +89,7 @@ def test_ablation_shares_module_b_so_rec_and_intra_do_not_depend_on_ar(reproduct
             values = ae[(ae["seed"] == seed) & (ae["score"] == score)]["auc"]
             assert len(values) == 6 and values.nunique() == 1, (seed, score)
         inter = ae[(ae["seed"] == seed) & (ae["score"] == "inter")]["auc"]
-        assert inter.nunique() > 1            # module A does change with the AR
+        assert inter.nunique() > 1  # module A does change with the AR
     assert sum("reusing the one trained" in line for line in logs) == 2 * 5
 
 
@@ -94,11 +104,21 @@ def test_rerun_trains_nothing_and_gives_the_same_table(reproduction, tiny_synthe
     out, _, _ = reproduction
     before = pd.read_csv(out / "results.csv")
     logs: list[str] = []
-    reproduce(tiny_synthetic, out, "quick", seeds=(0, 1), epochs=1, fanogan_epochs=1, n_boot=20,
-              progress=False, log=logs.append)
+    reproduce(
+        tiny_synthetic,
+        out,
+        "quick",
+        seeds=(0, 1),
+        epochs=1,
+        fanogan_epochs=1,
+        n_boot=20,
+        progress=False,
+        log=logs.append,
+    )
     assert not any(line.startswith("training ") for line in logs)
-    pd.testing.assert_frame_equal(before.drop(columns="seconds"),
-                                  pd.read_csv(out / "results.csv").drop(columns="seconds"))
+    pd.testing.assert_frame_equal(
+        before.drop(columns="seconds"), pd.read_csv(out / "results.csv").drop(columns="seconds")
+    )
 
 
 def test_a_stopped_run_resumes_and_only_it_is_trained(reproduction, tiny_synthetic, tmp_path):
@@ -106,11 +126,20 @@ def test_a_stopped_run_resumes_and_only_it_is_trained(reproduction, tiny_synthet
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     run = copy / "runs" / "aeu-ar0.6-m30-e1-k3-s1"
-    for name in ("model.pt", "metrics.json", "scores.csv"):   # as if stopped before the end
+    for name in ("model.pt", "metrics.json", "scores.csv"):  # as if stopped before the end
         (run / name).unlink()
     logs: list[str] = []
-    reproduce(tiny_synthetic, copy, "quick", seeds=(0, 1), epochs=1, fanogan_epochs=1,
-              n_boot=20, progress=False, log=logs.append)
+    reproduce(
+        tiny_synthetic,
+        copy,
+        "quick",
+        seeds=(0, 1),
+        epochs=1,
+        fanogan_epochs=1,
+        n_boot=20,
+        progress=False,
+        log=logs.append,
+    )
     trained = [line for line in logs if line.startswith("training ")]
     assert len(trained) == 1 and "aeu" in trained[0]
     assert any("resuming it" in line for line in logs)
@@ -120,20 +149,43 @@ def test_a_stopped_run_resumes_and_only_it_is_trained(reproduction, tiny_synthet
 def test_other_settings_into_the_same_folder_are_refused(reproduction, tiny_synthetic):
     out, _, _ = reproduction
     with pytest.raises(DataError, match=r"protocol.epochs: 1 -> 2"):
-        reproduce(tiny_synthetic, out, "quick", seeds=(0, 1), fanogan_epochs=1, n_boot=20,
-                  progress=False, log=lambda s: None)
+        reproduce(
+            tiny_synthetic,
+            out,
+            "quick",
+            seeds=(0, 1),
+            fanogan_epochs=1,
+            n_boot=20,
+            progress=False,
+            log=lambda s: None,
+        )
+
+
+def test_unknown_protocol_is_a_config_error_naming_the_choices(tmp_path):
+    # the API once looked the name up before checking it: a bare KeyError
+    with pytest.raises(ConfigError, match="unknown protocol 'nope'.*cpu"):
+        reproduce(tmp_path / "data", tmp_path / "out", "nope")
 
 
 def test_results_table_and_summary(reproduction):
     out, record, _ = reproduction
     results = load_results(record["runs"])
-    assert list(results.columns[:7]) == ["backbone", "ar", "seed", "epochs", "k", "n_unlabeled",
-                                         "score"]
+    assert list(results.columns[:7]) == [
+        "backbone",
+        "ar",
+        "seed",
+        "epochs",
+        "k",
+        "n_unlabeled",
+        "score",
+    ]
     summary = summarise(results)
-    row = summary[(summary["backbone"] == "ae") & (summary["ar"] == 0.6)
-                  & (summary["score"] == "inter")].iloc[0]
-    aucs = results[(results["backbone"] == "ae") & (results["ar"] == 0.6)
-                   & (results["score"] == "inter")]["auc"]
+    row = summary[
+        (summary["backbone"] == "ae") & (summary["ar"] == 0.6) & (summary["score"] == "inter")
+    ].iloc[0]
+    aucs = results[
+        (results["backbone"] == "ae") & (results["ar"] == 0.6) & (results["score"] == "inter")
+    ]["auc"]
     assert row["count"] == 2 and row["mean"] == pytest.approx(aucs.mean())
     assert row["std"] == pytest.approx(aucs.std(ddof=1))
     fan = summary[summary["backbone"] == "fanogan"]
@@ -156,16 +208,48 @@ def test_unevaluated_run_is_named(tmp_path):
 
 def test_cli_reproduce(tiny_synthetic, tmp_path, capsys):
     out = tmp_path / "o"
-    assert main(["reproduce", "--data", str(tiny_synthetic), "--out", str(out), "--protocol",
-                 "quick", "--seeds", "3", "--epochs", "1", "--experiments", "table1",
-                 "--n-boot", "20", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "--data",
+                str(tiny_synthetic),
+                "--out",
+                str(out),
+                "--protocol",
+                "quick",
+                "--seeds",
+                "3",
+                "--epochs",
+                "1",
+                "--experiments",
+                "table1",
+                "--n-boot",
+                "20",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
-    assert "Table 1" in text and "ae-ar0.6-m30-e1-k3-s3" in text   # M as for the ablation
+    assert "Table 1" in text and "ae-ar0.6-m30-e1-k3-s3" in text  # M as for the ablation
     record = json.loads((out / "reproduce.json").read_text())
     assert record["command"].startswith("ddad reproduce --data")
     assert not (out / "ablation.png").exists()
-    assert main(["reproduce", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x"),
-                 "--protocol", "quick"]) == 2
+    assert (
+        main(
+            [
+                "reproduce",
+                "--data",
+                str(tmp_path / "missing"),
+                "--out",
+                str(tmp_path / "x"),
+                "--protocol",
+                "quick",
+            ]
+        )
+        == 2
+    )
     assert "missing" in capsys.readouterr().err
 
 
@@ -197,7 +281,7 @@ def test_course_data_is_generated_once_and_runs_are_cached(monkeypatch, tmp_path
     assert (run / "metrics.json").is_file() and run.parent == course.runs_root(s)
     logs.clear()
     assert course.course_run(s, "ae", progress=False, log=logs.append) == run
-    assert logs == []                                      # loaded, nothing trained or scored
+    assert logs == []  # loaded, nothing trained or scored
     x, labels, ids, masks = course.test_set(s)
     assert len(x) == len(labels) == len(ids) == 20 and masks is not None
 
@@ -210,22 +294,49 @@ def test_a_stopped_reproduction_resumes(tiny_synthetic, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        reproduce(tiny_synthetic, out, "quick", experiments=["table1"], seeds=(0,), epochs=1,
-                  n_boot=20, progress=False, log=stop_after_first_run)
+        reproduce(
+            tiny_synthetic,
+            out,
+            "quick",
+            experiments=["table1"],
+            seeds=(0,),
+            epochs=1,
+            n_boot=20,
+            progress=False,
+            log=stop_after_first_run,
+        )
     record = json.loads((out / "reproduce.json").read_text())
     assert record["finished"] is None and record["runs_done"] == 1 and record["runs_planned"] == 3
-    text = (out / "results.md").read_text()        # what finished is tabulated, marked partial
+    text = (out / "results.md").read_text()  # what finished is tabulated, marked partial
     assert "Partial: 1 of 3 runs" in text and "memae-ar0.6" in text and "| AE |" in text
     logs: list[str] = []
-    reproduce(tiny_synthetic, out, "quick", experiments=["table1"], seeds=(0,), epochs=1,
-              n_boot=20, progress=False, report_only=True, log=logs.append)
+    reproduce(
+        tiny_synthetic,
+        out,
+        "quick",
+        experiments=["table1"],
+        seeds=(0,),
+        epochs=1,
+        n_boot=20,
+        progress=False,
+        report_only=True,
+        log=logs.append,
+    )
     assert not any(line.startswith("training ") for line in logs)
     with pytest.raises(DataError, match="holds no reproduction"):
-        reproduce(tiny_synthetic, tmp_path / "new", "quick", report_only=True,
-                  log=lambda s: None)
+        reproduce(tiny_synthetic, tmp_path / "new", "quick", report_only=True, log=lambda s: None)
     assert not (tmp_path / "new").exists()
     logs = []
-    reproduce(tiny_synthetic, out, "quick", experiments=["table1"], seeds=(0,), epochs=1,
-              n_boot=20, progress=False, log=logs.append)
-    assert sum(line.startswith("training ") for line in logs) == 2       # memae and aeu only
+    reproduce(
+        tiny_synthetic,
+        out,
+        "quick",
+        experiments=["table1"],
+        seeds=(0,),
+        epochs=1,
+        n_boot=20,
+        progress=False,
+        log=logs.append,
+    )
+    assert sum(line.startswith("training ") for line in logs) == 2  # memae and aeu only
     assert json.loads((out / "reproduce.json").read_text())["finished"]

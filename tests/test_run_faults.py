@@ -15,15 +15,30 @@ import pytest
 import torch
 
 from ddadlib.cli import main
-from ddadlib.dataset import PreparedDataset
-from ddadlib.ensemble import EnsembleConfig, _Sequential, _Vectorised, train_ensemble
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.detectors import DDAD
 from ddadlib.errors import DataError, TrainingError
-from ddadlib.estimator import DDAD
-from ddadlib.runs import dataset_fingerprint, evaluate_run, run_config, train_run
+from ddadlib.models.ensemble import EnsembleConfig, _Sequential, _Vectorised, train_ensemble
+from ddadlib.runs.config import dataset_fingerprint, run_config
+from ddadlib.runs.evaluate import evaluate_run
+from ddadlib.runs.train import train_run
 
 quiet = {"log": lambda s: None}
-TRAIN = ["--k", "2", "--epochs", "1", "--ar", "0.5", "--n-unlabeled", "10", "--seed", "2",
-         "--device", "cpu", "--quiet"]
+TRAIN = [
+    "--k",
+    "2",
+    "--epochs",
+    "1",
+    "--ar",
+    "0.5",
+    "--n-unlabeled",
+    "10",
+    "--seed",
+    "2",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 class _RunsCode:
@@ -121,8 +136,20 @@ def test_config_of_empty_dict_gives_one_line(trained, tmp_path, capsys):
     from PIL import Image
 
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "img" / "a.png")
-    assert main(["score", "--run", str(run), "--images", str(tmp_path / "img"), "--out",
-                 str(tmp_path / "s.csv")]) == 2
+    assert (
+        main(
+            [
+                "score",
+                "--run",
+                str(run),
+                "--images",
+                str(tmp_path / "img"),
+                "--out",
+                str(tmp_path / "s.csv"),
+            ]
+        )
+        == 2
+    )
     _one_error_line(capsys, "config.json", "damaged")
 
 
@@ -150,8 +177,7 @@ def _nan_after_last_epoch(monkeypatch, module="A"):
     monkeypatch.setattr(_Sequential, "epoch", epoch)
 
 
-def test_nan_weights_of_the_last_step_do_not_finish_the_run(trained, tmp_path, monkeypatch,
-                                                           capsys):
+def test_nan_weights_of_the_last_step_do_not_finish_the_run(trained, tmp_path, monkeypatch, capsys):
     _nan_after_last_epoch(monkeypatch)
     out = tmp_path / "run"
     assert main(["train", "--data", str(trained[1]), "--out", str(out), *TRAIN]) == 2
@@ -175,9 +201,15 @@ def test_evaluate_refuses_a_dataset_changed_since_training(trained, tmp_path, ca
     before = dataset_fingerprint(ds)
     cfg = run_config(copy, k=2, epochs=1, ar=0.5, n_unlabeled=10, seed=2, device="cpu", **quiet)
     shutil.copytree(run, tmp_path / "run")
-    (tmp_path / "run" / "config.json").write_text(json.dumps(
-        dict(json.loads((run / "config.json").read_text()), data_path=str(copy),
-             data_fingerprint=cfg["data_fingerprint"])))
+    (tmp_path / "run" / "config.json").write_text(
+        json.dumps(
+            dict(
+                json.loads((run / "config.json").read_text()),
+                data_path=str(copy),
+                data_fingerprint=cfg["data_fingerprint"],
+            )
+        )
+    )
     # the same manifest and split, other pixels in one test image
     images = np.load(copy / "images.npy")
     images[ds.part("test_normal")[0]] ^= 0xFF
@@ -189,13 +221,20 @@ def test_evaluate_refuses_a_dataset_changed_since_training(trained, tmp_path, ca
 
 
 def test_two_datasets_of_one_name_do_not_share_an_evaluation(trained, tmp_path):
-    from ddadlib.prepare import prepare_synthetic
+    from ddadlib.data.prepare import prepare_synthetic
 
     run = _copy_run(trained[0], tmp_path / "run")
     got = []
     for parent, seed in (("x", 5), ("y", 6)):
-        d = prepare_synthetic(tmp_path / parent / "test", size=32, n_normal=8, n_test=6,
-                              n_unlabeled=4, seed=seed, log=lambda s: None)
+        d = prepare_synthetic(
+            tmp_path / parent / "test",
+            size=32,
+            n_normal=8,
+            n_test=6,
+            n_unlabeled=4,
+            seed=seed,
+            log=lambda s: None,
+        )
         got.append(evaluate_run(run, d, n_boot=10, figures=False, **quiet))
     outs = sorted(run.glob("eval-test-*"))
     assert len(outs) == 2
@@ -206,7 +245,7 @@ def test_two_datasets_of_one_name_do_not_share_an_evaluation(trained, tmp_path):
 
 # -- half-written state ----------------------------------------------------------------------
 def test_stopped_evaluation_is_redone_with_its_figures(trained, tmp_path, monkeypatch):
-    from ddadlib import runs
+    from ddadlib.runs import evaluate as runs
 
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
@@ -223,8 +262,7 @@ def test_stopped_evaluation_is_redone_with_its_figures(trained, tmp_path, monkey
     assert (out / "maps.png").exists() and (out / "metrics.json").exists()
 
 
-def test_train_that_failed_before_training_takes_the_corrected_command(trained, tmp_path,
-                                                                      capsys):
+def test_train_that_failed_before_training_takes_the_corrected_command(trained, tmp_path, capsys):
     out = tmp_path / "run"
     data = str(trained[1])
     # A bad --lr is refused by the parser now; a device that is not there fails only when used.
@@ -238,8 +276,9 @@ def test_run_that_never_trained_is_replaced(trained, tmp_path, monkeypatch):
     def no_device(self, *args, **kwargs):  # e.g. a device that fails at its first use
         raise TrainingError("the device failed")
 
-    cfg = run_config(trained[1], k=2, epochs=1, ar=0.5, n_unlabeled=10, seed=2, device="cpu",
-                     **quiet)
+    cfg = run_config(
+        trained[1], k=2, epochs=1, ar=0.5, n_unlabeled=10, seed=2, device="cpu", **quiet
+    )
     monkeypatch.setattr(DDAD, "fit", no_device)
     with pytest.raises(TrainingError):
         train_run(tmp_path / "run", cfg, progress=False, **quiet)
@@ -270,8 +309,9 @@ def test_temp_files_of_a_killed_write_are_removed_on_the_next_run(trained, tmp_p
 
 
 @pytest.mark.parametrize("trainer", [_Sequential, _Vectorised])
-def test_interrupt_saves_the_finished_epochs_and_resume_is_identical(tmp_path, monkeypatch,
-                                                                     trainer):
+def test_interrupt_saves_the_finished_epochs_and_resume_is_identical(
+    tmp_path, monkeypatch, trainer
+):
     g = torch.Generator().manual_seed(0)
     images = torch.rand(12, 1, 32, 32, generator=g) * 2 - 1
     cfg = EnsembleConfig(k=2, epochs=3, batch_size=4, size=32, seed=4)
@@ -292,8 +332,7 @@ def test_interrupt_saves_the_finished_epochs_and_resume_is_identical(tmp_path, m
         train_ensemble(images, cfg, vectorised=vectorised, progress=False, checkpoint=ckpt)
     assert torch.load(ckpt, weights_only=True)["epoch"] == 2
     monkeypatch.undo()
-    resumed = train_ensemble(images, cfg, vectorised=vectorised, progress=False,
-                             checkpoint=ckpt)
+    resumed = train_ensemble(images, cfg, vectorised=vectorised, progress=False, checkpoint=ckpt)
     assert resumed.resumed_from == 2
     for a, b in zip(whole.members, resumed.members):
         for (name, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
@@ -305,13 +344,20 @@ def test_a_second_trainer_of_one_folder_is_refused(trained, tmp_path, capsys):
     out.mkdir()
     lock = out / ".ddad.lock"
     ready = tmp_path / "ready"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, os, sys, time\n"
-        f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-        "os.write(fd, str(os.getpid()).encode())\n"
-        f"open({str(ready)!r}, 'w').close()\n"
-        "time.sleep(60)\n")])
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, os, sys, time\n"
+                f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)\n"
+                "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                "os.write(fd, str(os.getpid()).encode())\n"
+                f"open({str(ready)!r}, 'w').close()\n"
+                "time.sleep(60)\n"
+            ),
+        ]
+    )
     try:
         for _ in range(200):
             if ready.exists():
@@ -329,7 +375,7 @@ def test_a_second_trainer_of_one_folder_is_refused(trained, tmp_path, capsys):
 
 
 def test_runs_recorded_with_the_older_fingerprint_still_match(trained, tmp_path):
-    from ddadlib.runs import _manifest_fingerprint
+    from ddadlib.runs.config import _manifest_fingerprint
 
     run = _copy_run(trained[0], tmp_path / "run")
     cfg = json.loads((run / "config.json").read_text())
@@ -339,7 +385,11 @@ def test_runs_recorded_with_the_older_fingerprint_still_match(trained, tmp_path)
     train_run(run, cfg, progress=False, log=lines.append)  # cfg holds the new fingerprint
     assert "nothing trained" in lines[-1]
     assert set(evaluate_run(run, n_boot=10, figures=False, **quiet)) == {
-        "rec", "rec_ensemble", "intra", "inter"}
+        "rec",
+        "rec_ensemble",
+        "intra",
+        "inter",
+    }
 
 
 def test_sigterm_keeps_the_finished_epochs(trained, tmp_path):
@@ -348,9 +398,25 @@ def test_sigterm_keeps_the_finished_epochs(trained, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ddadlib.cli", "train", "--data", str(trained[1]), "--out",
-         str(out), *TRAIN[:2], "--epochs", "100000", *TRAIN[4:]],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "ddadlib.cli",
+            "train",
+            "--data",
+            str(trained[1]),
+            "--out",
+            str(out),
+            *TRAIN[:2],
+            "--epochs",
+            "100000",
+            *TRAIN[4:],
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while not (out / "config.json").exists() and time.time() < deadline:

@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
+from ddadlib.detectors import DDAD
 from ddadlib.errors import DataError
-from ddadlib.estimator import DDAD
-from ddadlib.runs import evaluate_run, read_config, run_config, train_run
+from ddadlib.runs.config import read_config, run_config
+from ddadlib.runs.evaluate import evaluate_run
+from ddadlib.runs.train import train_run
 
 quiet = dict(log=lambda s: None)
 
@@ -17,8 +19,21 @@ quiet = dict(log=lambda s: None)
 def test_config_records_everything(tiny_runs):
     parent, _ = tiny_runs
     cfg = read_config(parent / "ar0.5")
-    for key in ("backbone", "k", "epochs", "batch_size", "lr", "seed", "ar", "n_unlabeled",
-                "du_ids", "device", "precision", "data_fingerprint", "provenance"):
+    for key in (
+        "backbone",
+        "k",
+        "epochs",
+        "batch_size",
+        "lr",
+        "seed",
+        "ar",
+        "n_unlabeled",
+        "du_ids",
+        "device",
+        "precision",
+        "data_fingerprint",
+        "provenance",
+    ):
         assert key in cfg, key
     assert len(cfg["du_ids"]) == 20 and cfg["device"] == "cpu" and cfg["precision"] == "fp32"
     assert {"torch", "numpy", "scikit-learn"} <= set(cfg["provenance"]["versions"])
@@ -44,14 +59,16 @@ def test_module_b_is_trained_once_across_ars(tiny_runs):
 def test_finished_run_is_reused_and_other_config_refused(tiny_synthetic, tiny_runs):
     parent, _ = tiny_runs
     lines = []
-    cfg = run_config(tiny_synthetic, k=2, epochs=2, ar=0.5, n_unlabeled=20, seed=1,
-                     device="cpu", **quiet)
+    cfg = run_config(
+        tiny_synthetic, k=2, epochs=2, ar=0.5, n_unlabeled=20, seed=1, device="cpu", **quiet
+    )
     before = (parent / "ar0.5" / "model.pt").stat().st_mtime_ns
     train_run(parent / "ar0.5", cfg, progress=False, log=lines.append)
     assert "nothing trained" in lines[-1]
     assert (parent / "ar0.5" / "model.pt").stat().st_mtime_ns == before
-    other = run_config(tiny_synthetic, k=2, epochs=3, ar=0.5, n_unlabeled=20, seed=1,
-                       device="cpu", **quiet)
+    other = run_config(
+        tiny_synthetic, k=2, epochs=3, ar=0.5, n_unlabeled=20, seed=1, device="cpu", **quiet
+    )
     with pytest.raises(DataError, match=r"another config \(epochs: 2 -> 3\)"):
         train_run(parent / "ar0.5", other, progress=False, **quiet)
 
@@ -59,8 +76,22 @@ def test_finished_run_is_reused_and_other_config_refused(tiny_synthetic, tiny_ru
 def test_unmeetable_ar_fails_before_training(tiny_synthetic, tmp_path, capsys):
     from ddadlib.cli import main
 
-    rc = main(["train", "--data", str(tiny_synthetic), "--out", str(tmp_path / "run"),
-               "--ar", "0.9", "--n-unlabeled", "60", "--epochs", "1", "--quiet"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(tiny_synthetic),
+            "--out",
+            str(tmp_path / "run"),
+            "--ar",
+            "0.9",
+            "--n-unlabeled",
+            "60",
+            "--epochs",
+            "1",
+            "--quiet",
+        ]
+    )
     assert rc == 2
     assert "the AR must be between 0.5 and 0.5" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
@@ -114,8 +145,9 @@ def test_unfinished_run_cannot_be_evaluated(tiny_synthetic, tmp_path):
 
 def test_fanogan_run_has_rec_only(tiny_synthetic, tmp_path):
     lines = []
-    cfg = run_config(tiny_synthetic, backbone="fanogan", epochs=1, seed=0, device="cpu",
-                     log=lines.append)
+    cfg = run_config(
+        tiny_synthetic, backbone="fanogan", epochs=1, seed=0, device="cpu", log=lines.append
+    )
     assert cfg["du_ids"] == [] and "Dn only" in lines[0]
     model = train_run(tmp_path / "fa", cfg, progress=False, **quiet)
     assert model.module_a_ is None
@@ -129,8 +161,9 @@ def test_fanogan_run_has_rec_only(tiny_synthetic, tmp_path):
 
 
 def test_interrupted_run_resumes_from_its_checkpoints(tiny_synthetic, tmp_path, monkeypatch):
-    cfg = run_config(tiny_synthetic, k=2, epochs=2, ar=0.5, n_unlabeled=10, seed=3,
-                     device="cpu", **quiet)
+    cfg = run_config(
+        tiny_synthetic, k=2, epochs=2, ar=0.5, n_unlabeled=10, seed=3, device="cpu", **quiet
+    )
     real_train = DDAD._train
 
     def stop_before_module_a(self, module, images, ckpt):
@@ -156,11 +189,18 @@ def test_interrupted_run_resumes_from_its_checkpoints(tiny_synthetic, tmp_path, 
 
 
 def test_evaluate_on_another_dataset_writes_beside_the_run(tiny_runs, tmp_path):
-    from ddadlib.prepare import prepare_synthetic
+    from ddadlib.data.prepare import prepare_synthetic
 
     parent, _ = tiny_runs
-    other = prepare_synthetic(tmp_path / "other32", size=32, n_normal=10, n_test=8,
-                              n_unlabeled=4, seed=9, log=lambda s: None)
+    other = prepare_synthetic(
+        tmp_path / "other32",
+        size=32,
+        n_normal=10,
+        n_test=8,
+        n_unlabeled=4,
+        seed=9,
+        log=lambda s: None,
+    )
     metrics = evaluate_run(parent / "ar1.0", other, n_boot=20, figures=False, **quiet)
     (out,) = (parent / "ar1.0").glob("eval-other32-*")  # named and keyed by its fingerprint
     assert json.loads((out / "metrics.json").read_text()) == metrics

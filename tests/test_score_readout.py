@@ -10,8 +10,11 @@ import pytest
 from PIL import Image
 
 from ddadlib.cli import main
-from ddadlib.dataset import PreparedDataset
-from ddadlib.runs import evaluate_run, run_config, score_images, train_run
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.runs.config import run_config
+from ddadlib.runs.evaluate import evaluate_run
+from ddadlib.runs.score import score_images
+from ddadlib.runs.train import train_run
 
 quiet = {"log": lambda s: None}
 SCORES = ("rec", "rec_ensemble", "intra", "inter")
@@ -21,8 +24,9 @@ SCORES = ("rec", "rec_ensemble", "intra", "inter")
 def runs(tmp_path_factory, tiny_synthetic):
     """The same finished run twice: evaluated, and not evaluated."""
     root = tmp_path_factory.mktemp("readout")
-    cfg = run_config(tiny_synthetic, k=2, epochs=1, ar=0.5, n_unlabeled=10, seed=3, device="cpu",
-                     **quiet)
+    cfg = run_config(
+        tiny_synthetic, k=2, epochs=1, ar=0.5, n_unlabeled=10, seed=3, device="cpu", **quiet
+    )
     train_run(root / "bare" / "run", cfg, progress=False, **quiet)
     shutil.copytree(root / "bare" / "run", root / "evaluated")
     evaluate_run(root / "evaluated", n_boot=10, figures=False, **quiet)
@@ -40,7 +44,7 @@ def images(tmp_path):
 
 
 def test_operating_point_is_the_one_of_sens_at_95_spec():
-    from ddadlib.metrics import operating_point, sensitivity_at_specificity
+    from ddadlib.scoring.metrics import operating_point, sensitivity_at_specificity
 
     g = np.random.default_rng(1)
     labels = np.r_[np.zeros(200), np.ones(100)].astype(int)
@@ -78,8 +82,7 @@ def test_score_writes_pct_and_flag_columns(runs, images, tmp_path, capsys):
     csv = tmp_path / "s.csv"
     assert main(["score", "--run", str(runs[0]), "--images", str(images), "--out", str(csv)]) == 0
     frame = pd.read_csv(csv)
-    assert list(frame.columns) == ["id"] + [c for n in SCORES
-                                            for c in (n, f"{n}_pct", f"{n}_flag")]
+    assert list(frame.columns) == ["id"] + [c for n in SCORES for c in (n, f"{n}_pct", f"{n}_flag")]
     out = capsys.readouterr().out
     assert "flagged at 95% specificity" in out
 
@@ -95,8 +98,21 @@ def test_score_of_a_run_not_evaluated_says_how_to_get_them(runs, images, tmp_pat
 def test_score_out_that_is_a_folder_is_refused(runs, images, tmp_path, capsys):
     (tmp_path / "dir").mkdir()
     for extra in ([], ["--overwrite"]):
-        assert main(["score", "--run", str(runs[0]), "--images", str(images), "--out",
-                     str(tmp_path / "dir"), *extra]) == 2
+        assert (
+            main(
+                [
+                    "score",
+                    "--run",
+                    str(runs[0]),
+                    "--images",
+                    str(images),
+                    "--out",
+                    str(tmp_path / "dir"),
+                    *extra,
+                ]
+            )
+            == 2
+        )
         err = capsys.readouterr().err
         assert "is a folder" in err and len(err.strip().splitlines()) == 1
 
@@ -117,8 +133,20 @@ def test_score_does_not_follow_links_out_of_the_folder(runs, images, tmp_path, c
 
 def test_image_above_pillows_limit_gives_one_line(runs, images, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 50 x 50 is over twice the limit
-    assert main(["score", "--run", str(runs[0]), "--images", str(images), "--out",
-                 str(tmp_path / "s.csv")]) == 2
+    assert (
+        main(
+            [
+                "score",
+                "--run",
+                str(runs[0]),
+                "--images",
+                str(images),
+                "--out",
+                str(tmp_path / "s.csv"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     # stderr also carries the progress bar of the reading, unless TQDM_DISABLE is set
     errors = [line for line in err.splitlines() if "ddad score: error:" in line]
@@ -129,15 +157,18 @@ def test_image_above_pillows_limit_gives_one_line(runs, images, tmp_path, capsys
 def test_sens_at_95_spec_is_exact_with_tied_scores():
     """The highest sensitivity of any threshold that flags at most 5% of the normal images (the
     ROC curve's dropped intermediate points once hid some of them where scores tie)."""
-    from ddadlib.metrics import operating_point, sensitivity_at_specificity
+    from ddadlib.scoring.metrics import operating_point, sensitivity_at_specificity
 
     g = np.random.default_rng(0)
     for _ in range(300):
         n0, n1 = g.integers(5, 80, 2)
         labels = np.r_[np.zeros(n0), np.ones(n1)].astype(int)
         scores = np.round(np.r_[g.normal(0, 1, n0), g.normal(g.uniform(0, 2), 1, n1)], 1)
-        best = max(np.mean(scores[labels == 1] >= t) for t in np.r_[np.unique(scores), np.inf]
-                   if np.sum(scores[labels == 0] >= t) <= 0.05 * n0 + 1e-9)
+        best = max(
+            np.mean(scores[labels == 1] >= t)
+            for t in np.r_[np.unique(scores), np.inf]
+            if np.sum(scores[labels == 0] >= t) <= 0.05 * n0 + 1e-9
+        )
         assert sensitivity_at_specificity(labels, scores) == best
         threshold, sens = operating_point(labels, scores)
         assert np.mean(scores[labels == 1] > threshold) == sens

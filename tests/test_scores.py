@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from ddadlib.scores import (image_scores, inter_map, intra_map, rec_ensemble_map, rec_map,
-                            score_maps, uncertainty)
+from ddadlib.scoring.scores import (
+    image_scores,
+    inter_map,
+    intra_map,
+    rec_ensemble_map,
+    rec_map,
+    score_maps,
+    uncertainty,
+)
 
 
 @pytest.fixture
@@ -33,12 +40,13 @@ def test_uncertainty_refined_scores(recon):
     sigma2 = np.exp(lvn).mean(0)
     assert np.allclose(uncertainty(lv).numpy(), sigma2, rtol=1e-5)
     assert np.allclose(rec_map(x, b, lv).numpy(), (xn - bn) ** 2 * np.exp(-lvn), rtol=1e-5)
-    assert np.allclose(rec_ensemble_map(x, b, lv).numpy(), (xn - bn.mean(0)) ** 2 / sigma2,
-                       rtol=1e-5)
-    assert np.allclose(intra_map(b, lv).numpy(), np.sqrt(bn.var(0, ddof=1) / sigma2),
-                       rtol=1e-4)
-    assert np.allclose(inter_map(a, b, lv).numpy(),
-                       np.abs(an.mean(0) - bn.mean(0)) / np.sqrt(sigma2), rtol=1e-4)
+    assert np.allclose(
+        rec_ensemble_map(x, b, lv).numpy(), (xn - bn.mean(0)) ** 2 / sigma2, rtol=1e-5
+    )
+    assert np.allclose(intra_map(b, lv).numpy(), np.sqrt(bn.var(0, ddof=1) / sigma2), rtol=1e-4)
+    assert np.allclose(
+        inter_map(a, b, lv).numpy(), np.abs(an.mean(0) - bn.mean(0)) / np.sqrt(sigma2), rtol=1e-4
+    )
 
 
 def test_score_maps_and_image_scores(recon):

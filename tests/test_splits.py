@@ -6,9 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddadlib.errors import DataError
-from ddadlib.splits import (
-    _part_lists,
+from ddadlib.data.splits import (
     ar_range,
     draw_unlabeled,
     group_images,
@@ -16,10 +14,12 @@ from ddadlib.splits import (
     make_split,
     max_unlabeled,
     n_abnormal_at,
+    part_lists,
     split_from_file,
     split_sizes,
     validate_split,
 )
+from ddadlib.errors import DataError
 
 
 def toy(n0=60, n1=40):
@@ -29,9 +29,13 @@ def toy(n0=60, n1=40):
 
 
 def pools(p0, p1):
-    return {"train": {"0": ["n"], "unlabeled": {"0": [f"u0_{i}" for i in range(p0)],
-                                                "1": [f"u1_{i}" for i in range(p1)]}},
-            "test": {"0": ["t0"], "1": ["t1"]}}
+    return {
+        "train": {
+            "0": ["n"],
+            "unlabeled": {"0": [f"u0_{i}" for i in range(p0)], "1": [f"u1_{i}" for i in range(p1)]},
+        },
+        "test": {"0": ["t0"], "1": ["t1"]},
+    }
 
 
 def test_group_images_joins_patients_and_duplicates():
@@ -47,11 +51,24 @@ def test_make_split_sizes_and_disjoint():
     ids, labels = toy()
     split = make_split(ids, labels, n_normal=20, n_test=10, seed=1)
     s = split_sizes(split)
-    assert s == {"normal": 20, "pool_normal": 30, "pool_abnormal": 30, "test_normal": 10,
-                 "test_abnormal": 10}
+    assert s == {
+        "normal": 20,
+        "pool_normal": 30,
+        "pool_abnormal": 30,
+        "test_normal": 10,
+        "test_abnormal": 10,
+    }
     validate_split(split, ids, labels)
-    all_ids = sum([split["train"]["0"], split["train"]["unlabeled"]["0"],
-                   split["train"]["unlabeled"]["1"], split["test"]["0"], split["test"]["1"]], [])
+    all_ids = sum(
+        [
+            split["train"]["0"],
+            split["train"]["unlabeled"]["0"],
+            split["train"]["unlabeled"]["1"],
+            split["test"]["0"],
+            split["test"]["1"],
+        ],
+        [],
+    )
     assert sorted(all_ids) == sorted(ids)
 
 
@@ -68,15 +85,18 @@ def test_make_split_is_seeded_and_not_first_n():
 def test_make_split_keeps_groups_together():
     rng = np.random.default_rng(0)
     ids, labels = toy(200, 120)
-    patients = [f"p{rng.integers(0, 90)}" if l == 0 else f"q{rng.integers(0, 60)}"
-                for l in labels]
+    patients = [
+        f"p{rng.integers(0, 90)}" if lab == 0 else f"q{rng.integers(0, 60)}" for lab in labels
+    ]
     groups = group_images(patients, [None] * len(ids))
     split = make_split(ids, labels, n_normal=60, n_test=30, seed=3, groups=groups)
     validate_split(split, ids, labels, groups)  # raises when a group crosses parts
     part_of = {}
-    for part, members in [("dn", split["train"]["0"]), ("pool", split["train"]["unlabeled"]["0"]
-                          + split["train"]["unlabeled"]["1"]),
-                          ("test", split["test"]["0"] + split["test"]["1"])]:
+    for part, members in [
+        ("dn", split["train"]["0"]),
+        ("pool", split["train"]["unlabeled"]["0"] + split["train"]["unlabeled"]["1"]),
+        ("test", split["test"]["0"] + split["test"]["1"]),
+    ]:
         for m in members:
             part_of[m] = part
     by_patient = {}
@@ -121,8 +141,10 @@ def test_validate_split_catches_problems():
 
 def test_split_from_file_matches_by_stem(tmp_path):
     ids = [f"stage_2_train_images/p{i}.dcm" for i in range(8)]
-    raw = {"train": {"0": ["p0.png", "p1.png"], "unlabeled": {"0": ["p2.png"], "1": ["p3.png"]}},
-           "test": {"0": ["p4.png"], "1": ["stage_2_train_images/p5.dcm"]}}
+    raw = {
+        "train": {"0": ["p0.png", "p1.png"], "unlabeled": {"0": ["p2.png"], "1": ["p3.png"]}},
+        "test": {"0": ["p4.png"], "1": ["stage_2_train_images/p5.dcm"]},
+    }
     f = tmp_path / "split.json"
     f.write_text(json.dumps(raw))
     split = split_from_file(f, ids)
@@ -205,18 +227,20 @@ def test_mixed_patients_land_in_test_or_pools_never_dn():
     ids, labels, patients = mixed_structure()
     groups = group_images(patients, [None] * len(ids))
     names = group_names(patients, [None] * len(ids), groups)
-    mixed = {p for p in patients if {l for q, l in zip(patients, labels) if q == p} == {0, 1}}
+    mixed = {p for p in patients if {lab for q, lab in zip(patients, labels) if q == p} == {0, 1}}
     places = set()
     for seed in range(10):
         split = make_split(ids, labels, n_normal=8, n_test=5, seed=seed, groups=groups)
         validate_split(split, ids, labels, groups, names=names)
-        side = {i: part for part, members in _part_lists(split).items() for i in members}
+        side = {i: part for part, members in part_lists(split).items() for i in members}
         for p in mixed:
             held = frozenset(side[i] for i, q in zip(ids, patients) if q == p)
             assert "normal" not in held
             places.add(held)
-    assert places == {frozenset({"test_normal", "test_abnormal"}),
-                      frozenset({"pool_normal", "pool_abnormal"})}
+    assert places == {
+        frozenset({"test_normal", "test_abnormal"}),
+        frozenset({"pool_normal", "pool_abnormal"}),
+    }
 
 
 def test_validate_split_draws_the_line_between_training_and_test():
@@ -226,22 +250,36 @@ def test_validate_split_draws_the_line_between_training_and_test():
     md5s = ["m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m6"]  # e0 has d0's pixels
     groups = group_images(patients, md5s)
     names = group_names(patients, md5s, groups)
-    good = {"train": {"0": ["c0"], "unlabeled": {"0": ["b0", "c1"], "1": ["b1"]}},
-            "test": {"0": ["a0", "d0"], "1": ["a1", "d1", "e0"]}}
+    good = {
+        "train": {"0": ["c0"], "unlabeled": {"0": ["b0", "c1"], "1": ["b1"]}},
+        "test": {"0": ["a0", "d0"], "1": ["a1", "d1", "e0"]},
+    }
     # A and D/e0 hold both classes inside the test set, B inside the pools; C spans Dn and pools
     validate_split(good, ids, labels, groups, names=names)
-    crossing = {"train": {"0": ["c0"], "unlabeled": {"0": ["b0", "c1"], "1": ["b1", "a1"]}},
-                "test": {"0": ["a0", "d0"], "1": ["d1", "e0"]}}
-    with pytest.raises(DataError, match=r"x: patient 'A' has images in both training \('a1' "
-                                        r"in pool_abnormal\) and test \('a0' in test_normal\)"):
+    crossing = {
+        "train": {"0": ["c0"], "unlabeled": {"0": ["b0", "c1"], "1": ["b1", "a1"]}},
+        "test": {"0": ["a0", "d0"], "1": ["d1", "e0"]},
+    }
+    with pytest.raises(
+        DataError,
+        match=r"x: patient 'A' has images in both training \('a1' "
+        r"in pool_abnormal\) and test \('a0' in test_normal\)",
+    ):
         validate_split(crossing, ids, labels, groups, where="x", names=names)
-    in_dn = {"train": {"0": ["c0", "b0"], "unlabeled": {"0": ["c1"], "1": ["b1"]}},
-             "test": {"0": ["a0", "d0"], "1": ["a1", "d1", "e0"]}}
-    with pytest.raises(DataError, match=r"patient 'B' has image 'b0' in Dn \(normal\) and an "
-                                        r"abnormal image, 'b1'"):
+    in_dn = {
+        "train": {"0": ["c0", "b0"], "unlabeled": {"0": ["c1"], "1": ["b1"]}},
+        "test": {"0": ["a0", "d0"], "1": ["a1", "d1", "e0"]},
+    }
+    with pytest.raises(
+        DataError,
+        match=r"patient 'B' has image 'b0' in Dn \(normal\) and an "
+        r"abnormal image, 'b1'",
+    ):
         validate_split(in_dn, ids, labels, groups, names=names)
-    dup = {"train": {"0": ["c0"], "unlabeled": {"0": ["b0", "c1"], "1": ["b1", "e0"]}},
-           "test": {"0": ["a0", "d0"], "1": ["a1", "d1"]}}
+    dup = {
+        "train": {"0": ["c0"], "unlabeled": {"0": ["b0", "c1"], "1": ["b1", "e0"]}},
+        "test": {"0": ["a0", "d0"], "1": ["a1", "d1"]},
+    }
     with pytest.raises(DataError, match=r"patient 'D' has images in both"):
         validate_split(dup, ids, labels, groups, names=names)
     only_md5 = group_names(["", ""], ["ff00", "ff00"], [0, 0])
@@ -253,18 +291,27 @@ def test_test_size_that_no_groups_meet_names_the_largest():
     ids = [f"i{i}" for i in range(500)]
     labels = [0, 0, 1, 1] * 100 + [0] * 100
     groups = [i // 4 for i in range(400)] + list(range(1000, 1100))
-    with pytest.raises(DataError, match=r"exactly 3 normal and 3 abnormal images for the test "
-                                        r"set; the largest test set that can be met is 2 per "
-                                        r"class \(--n-test 2\)"):
+    with pytest.raises(
+        DataError,
+        match=r"exactly 3 normal and 3 abnormal images for the test "
+        r"set; the largest test set that can be met is 2 per "
+        r"class \(--n-test 2\)",
+    ):
         make_split(ids, labels, n_normal=10, n_test=3, groups=groups)
-    assert split_sizes(make_split(ids, labels, n_normal=10, n_test=2, groups=groups))[
-        "test_abnormal"] == 2
-    with pytest.raises(DataError, match=r"Dn cannot hold exactly 150 normal images.*the largest "
-                                        r"Dn that can be met with --seed 0 is 100 "
-                                        r"\(--n-normal 100\)"):
+    assert (
+        split_sizes(make_split(ids, labels, n_normal=10, n_test=2, groups=groups))["test_abnormal"]
+        == 2
+    )
+    with pytest.raises(
+        DataError,
+        match=r"Dn cannot hold exactly 150 normal images.*the largest "
+        r"Dn that can be met with --seed 0 is 100 "
+        r"\(--n-normal 100\)",
+    ):
         make_split(ids, labels, n_normal=150, n_test=4, groups=groups)
-    assert split_sizes(make_split(ids, labels, n_normal=100, n_test=4, groups=groups))[
-        "normal"] == 100
+    assert (
+        split_sizes(make_split(ids, labels, n_normal=100, n_test=4, groups=groups))["normal"] == 100
+    )
 
 
 def _sums(counts):
@@ -275,12 +322,21 @@ def _sums(counts):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)).filter(lambda c: sum(c) > 0),
-                min_size=1, max_size=24),
-       st.integers(0, 10), st.integers(0, 10), st.integers(1, 6), st.integers(1, 4),
-       st.integers(0, 3))
-def test_property_no_group_crosses_training_and_test(structure, singles0, singles1, n_normal,
-                                                      n_test, seed):
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 3)).filter(lambda c: sum(c) > 0),
+        min_size=1,
+        max_size=24,
+    ),
+    st.integers(0, 10),
+    st.integers(0, 10),
+    st.integers(1, 6),
+    st.integers(1, 4),
+    st.integers(0, 3),
+)
+def test_property_no_group_crosses_training_and_test(
+    structure, singles0, singles1, n_normal, n_test, seed
+):
     """Random groups (plus singletons): sizes met exactly, or an error whose claim holds."""
     structure = structure + [(1, 0)] * singles0 + [(0, 1)] * singles1
     ids, labels, groups = [], [], []
@@ -309,22 +365,28 @@ def test_property_no_group_crosses_training_and_test(structure, singles0, single
                 make_split(ids, labels, int(m.group(1)), n_test, seed=seed, groups=groups)
             return
         total = np.bincount(labels, minlength=2)
-        clear = ("that needs at least" in msg and (total[0] < n_normal + n_test
-                                                    or total[1] < n_test)) or \
-            ("leave none for the unlabeled pools" in msg and len(ids) <= n_normal + 2 * n_test) \
-            or "the test set leaves no such group" in msg \
+        clear = (
+            ("that needs at least" in msg and (total[0] < n_normal + n_test or total[1] < n_test))
+            or ("leave none for the unlabeled pools" in msg and len(ids) <= n_normal + 2 * n_test)
+            or "the test set leaves no such group" in msg
             or ("no normal image can go to Dn" in msg and all(b for a, b in structure if a))
+        )
         assert clear, msg
         return
     sizes = split_sizes(split)
-    assert (sizes["normal"], sizes["test_normal"], sizes["test_abnormal"]) == \
-        (n_normal, n_test, n_test)
-    side = {i: part for part, members in _part_lists(split).items() for i in members}
+    assert (sizes["normal"], sizes["test_normal"], sizes["test_abnormal"]) == (
+        n_normal,
+        n_test,
+        n_test,
+    )
+    side = {i: part for part, members in part_lists(split).items() for i in members}
     assert sorted(side) == sorted(ids)
     for g, _ in enumerate(structure):
         held = {side[i] for i, h in zip(ids, groups) if h == g}
-        assert held <= {"test_normal", "test_abnormal"} or not held & {"test_normal",
-                                                                      "test_abnormal"}
+        assert held <= {"test_normal", "test_abnormal"} or not held & {
+            "test_normal",
+            "test_abnormal",
+        }
         if "normal" in held:
             assert structure[g][1] == 0 and held == {"normal"}
     validate_split(split, ids, labels, groups)

@@ -1,12 +1,12 @@
-"""Tests of the synthetic chest X-ray generator (ddadlib.synthetic) and of plot_sample_grid."""
+"""Tests of the synthetic chest X-ray generator (ddadlib.data.synthetic) and of plot_sample_grid."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-import ddadlib.synthetic as synthetic
-from ddadlib.synthetic import (
+import ddadlib.data.synthetic as synthetic
+from ddadlib.data.synthetic import (
     ABNORMALITY_KINDS,
     DEFAULT_SEVERITY,
     SyntheticCXR,
@@ -297,8 +297,8 @@ def test_plot_sample_grid(batch: SyntheticCXR) -> None:
 
 
 def test_plot_sample_grid_boxes_and_missing_class(tmp_path) -> None:
+    from ddadlib.data.records import Box
     from ddadlib.plots import plot_sample_grid
-    from ddadlib.records import Box
 
     imgs = np.random.default_rng(0).random((5, 40, 40)).astype(np.float32)
     labels = np.array([0, 0, 1, 1, 1])

@@ -13,9 +13,11 @@ matplotlib.use("Agg")
 
 from matplotlib.figure import Figure  # noqa: E402
 
+from ddadlib.course.widgets import ARSlider, HistogramExplorer, ImageBrowser, _png  # noqa: E402
 from ddadlib.errors import DataError  # noqa: E402
-from ddadlib.runs import evaluate_run, run_config, train_run  # noqa: E402
-from ddadlib.widgets import ARSlider, HistogramExplorer, ImageBrowser, _png  # noqa: E402
+from ddadlib.runs.config import run_config
+from ddadlib.runs.evaluate import evaluate_run
+from ddadlib.runs.train import train_run  # noqa: E402
 
 quiet = dict(log=lambda s: None)
 
@@ -30,8 +32,9 @@ def runs(tiny_runs, tiny_synthetic, tmp_path_factory):
     for ar in (0.5, 1.0):
         out[f"ae-{ar}-s1"] = shutil.copytree(src / f"ar{ar}", parent / f"ae-{ar}-s1")
     for ar in (0.5, 1.0):
-        cfg = run_config(tiny_synthetic, k=2, epochs=2, ar=ar, n_unlabeled=20, seed=2,
-                         device="cpu", **quiet)
+        cfg = run_config(
+            tiny_synthetic, k=2, epochs=2, ar=ar, n_unlabeled=20, seed=2, device="cpu", **quiet
+        )
         train_run(parent / f"ae-{ar}-s2", cfg, progress=False, **quiet)
         out[f"ae-{ar}-s2"] = parent / f"ae-{ar}-s2"
     cfg = run_config(tiny_synthetic, backbone="fanogan", epochs=1, seed=0, device="cpu", **quiet)
@@ -80,8 +83,9 @@ def test_explorer_shows_each_runs_auc_from_metrics_json(runs):
 
 
 def test_explorer_options_follow_the_backbone(runs):
-    view = HistogramExplorer([runs["fanogan"], runs["ae-0.5-s1"], runs["ae-1.0-s1"],
-                              runs["ae-1.0-s2"]], score="intra")
+    view = HistogramExplorer(
+        [runs["fanogan"], runs["ae-0.5-s1"], runs["ae-1.0-s1"], runs["ae-1.0-s2"]], score="intra"
+    )
     assert view.current["backbone"] == "ae" and view.current["score"] == "intra"
     assert [v for _, v in view.ar.options] == [0.5, 1.0] and not view.ar.disabled
     assert list(view.seed.options) == [1]  # AR 0.5 has seed 1 only
@@ -94,7 +98,7 @@ def test_explorer_options_follow_the_backbone(runs):
     view.backbone.value = "ae"
     assert {v for _, v in view.score.options} == {"rec", "rec_ensemble", "intra", "inter"}
     opened = HistogramExplorer([runs["ae-0.5-s1"], runs["ae-1.0-s1"]], ar=1.0)
-    assert opened.current["ar"] == 1.0            # opens on the AR asked for where it was run
+    assert opened.current["ar"] == 1.0  # opens on the AR asked for where it was run
     assert HistogramExplorer([runs["ae-0.5-s1"], runs["ae-1.0-s1"]]).current["ar"] == 0.5
 
 

@@ -1,7 +1,7 @@
 """``ddad reproduce``: the paper's Tables 1 and 2, its AR ablation and its histograms (Fig. 3)
 on a prepared dataset, over several seeds, beside the paper's numbers.
 
-Every configuration is one cached run (:mod:`ddadlib.experiments`), so a reproduction that is
+Every configuration is one cached run (:mod:`ddadlib.runs.grid`), so a reproduction that is
 stopped resumes where it stopped, and a finished one is only re-tabulated. A seed sets the
 networks' initialisation, the data order and the draw of Du; Dn and the test set are the
 dataset's own and the same for every run. Nothing is selected on the test set: every run that
@@ -20,10 +20,21 @@ from typing import Any
 
 import pandas as pd
 
-from ddadlib.dataset import PreparedDataset, atomic_write_bytes, atomic_write_json
+from ddadlib.data.dataset import PreparedDataset
 from ddadlib.errors import ConfigError, DataError
-from ddadlib.experiments import (
+from ddadlib.fileio import atomic_write_bytes, atomic_write_json
+from ddadlib.paper import (
+    BACKBONE_TITLES,
+    PAPER,
     PAPER_ARS,
+    SCORE_NAMES,
+    TABLE1_BACKBONES,
+    TABLE_AR,
+)
+from ddadlib.plots import plot_ar_curve, plot_score_histograms, save_figure
+from ddadlib.provenance import hardware, provenance
+from ddadlib.runs.config import recorded_fingerprint
+from ddadlib.runs.grid import (
     common_unlabeled,
     ensure_run,
     format_mean_sd,
@@ -32,33 +43,10 @@ from ddadlib.experiments import (
     run_name,
     summarise,
 )
-from ddadlib.provenance import hardware, provenance
-from ddadlib.runs import recorded_fingerprint
 
 Log = Callable[[str], None]
 
 EXPERIMENTS = ("table1", "table2", "ablation", "histograms")
-TABLE1_BACKBONES = ("ae", "memae", "aeu")
-BACKBONE_TITLES = {"ae": "AE", "memae": "MemAE", "aeu": "AE-U", "fanogan": "f-AnoGAN"}
-TABLE_AR = 0.6
-
-#: The paper's AUCs (METHOD.md): Table 1 (rec single, rec ensemble, intra, inter) at AR 0.6 on
-#: RSNA / VinBigData / CXAD; f-AnoGAN's rec from Table 2; the AR ablation on RSNA with the AE.
-PAPER = {
-    "datasets": ("RSNA", "VinBigData", "CXAD"),
-    "table": {
-        "ae": {"rec": (0.669, 0.559, 0.556), "rec_ensemble": (0.669, 0.555, 0.550),
-               "intra": (0.694, 0.601, 0.589), "inter": (0.815, 0.710, 0.621)},
-        "memae": {"rec": (0.680, 0.558, 0.560), "rec_ensemble": (0.670, 0.553, 0.552),
-                  "intra": (0.729, 0.595, 0.594), "inter": (0.788, 0.690, 0.599)},
-        "aeu": {"rec": (0.867, 0.738, 0.664), "rec_ensemble": (0.866, 0.731, 0.659),
-                "intra": (0.873, 0.743, 0.692), "inter": (0.910, 0.859, 0.714)},
-        "fanogan": {"rec": (0.798, 0.763, 0.619)},
-    },
-    "ablation_ars": PAPER_ARS,
-    "ablation": {"inter": (0.703, 0.782, 0.802, 0.815, 0.824, 0.822),
-                 "intra": (0.694,) * 6, "rec": (0.669,) * 6},
-}
 
 
 @dataclass(frozen=True)
@@ -74,8 +62,10 @@ class Protocol:
     batch_size: int = 64
 
     def describe(self) -> str:
-        return (f"{self.name}: {self.epochs} epochs (f-AnoGAN {self.fanogan_epochs}), K = "
-                f"{self.k}, batch {self.batch_size}, seeds {', '.join(map(str, self.seeds))}")
+        return (
+            f"{self.name}: {self.epochs} epochs (f-AnoGAN {self.fanogan_epochs}), K = "
+            f"{self.k}, batch {self.batch_size}, seeds {', '.join(map(str, self.seeds))}"
+        )
 
 
 PROTOCOLS = {
@@ -94,11 +84,16 @@ def plan(protocol: Protocol, experiments: Sequence[str] = EXPERIMENTS) -> list[d
     want = set(experiments)
     specs: list[dict] = []
     if want & {"table1", "table2", "histograms"}:
-        specs += [dict(backbone=b, ar=TABLE_AR, seed=s) for s in protocol.seeds
-                  for b in TABLE1_BACKBONES]
+        specs += [
+            dict(backbone=b, ar=TABLE_AR, seed=s) for s in protocol.seeds for b in TABLE1_BACKBONES
+        ]
     if "ablation" in want:
-        specs += [dict(backbone="ae", ar=ar, seed=s) for s in protocol.seeds for ar in PAPER_ARS
-                  if dict(backbone="ae", ar=ar, seed=s) not in specs]
+        specs += [
+            dict(backbone="ae", ar=ar, seed=s)
+            for s in protocol.seeds
+            for ar in PAPER_ARS
+            if dict(backbone="ae", ar=ar, seed=s) not in specs
+        ]
     if want & {"table2", "histograms"}:
         specs += [dict(backbone="fanogan", ar=None, seed=s) for s in protocol.seeds]
     return specs
@@ -112,34 +107,48 @@ def _guard(out: Path, record: dict) -> None:
 
         def flat(r: dict) -> dict:
             out = {k: r.get(k) for k in ("data_fingerprint", "n_unlabeled")}
-            out.update({f"protocol.{k}": v for k, v in (r.get("protocol") or {}).items()
-                        if k != "name"})
+            out.update(
+                {f"protocol.{k}": v for k, v in (r.get("protocol") or {}).items() if k != "name"}
+            )
             return out
 
         a, b = flat(old), flat(new)
         diff = [f"{k}: {a.get(k)} -> {b[k]}" for k in b if a.get(k) != b[k]]
         if diff:
-            raise DataError(f"{out}: holds a reproduction with other settings "
-                            f"({'; '.join(diff)}); choose another --out")
+            raise DataError(
+                f"{out}: holds a reproduction with other settings "
+                f"({'; '.join(diff)}); choose another --out"
+            )
     elif out.exists() and any(out.iterdir()):
         raise DataError(f"{out}: folder exists and is not a ddad reproduction; choose a new --out")
 
 
-def reproduce(data: str | Path, out: str | Path, protocol: str | Protocol = "cpu", *,
-              experiments: Sequence[str] = EXPERIMENTS, seeds: Sequence[int] | None = None,
-              epochs: int | None = None, fanogan_epochs: int | None = None,
-              device: str | None = "auto", precision: str | None = "auto", n_boot: int = 1000,
-              progress: bool = True, command: str | None = None, report_only: bool = False,
-              log: Log = print) -> dict:
+def reproduce(
+    data: str | Path,
+    out: str | Path,
+    protocol: str | Protocol = "cpu",
+    *,
+    experiments: Sequence[str] = EXPERIMENTS,
+    seeds: Sequence[int] | None = None,
+    epochs: int | None = None,
+    fanogan_epochs: int | None = None,
+    device: str | None = "auto",
+    precision: str | None = "auto",
+    n_boot: int = 1000,
+    progress: bool = True,
+    command: str | None = None,
+    report_only: bool = False,
+    log: Log = print,
+) -> dict:
     """Run (or resume) the paper's experiments on ``data`` into ``out`` and write
     ``results.csv``, ``results.md``, ``reproduce.json`` and the figures. Returns the record.
 
     When stopped (an exception, Ctrl-C), the runs finished so far are tabulated, marked as
     partial. ``report_only`` trains nothing: it tabulates the finished runs (e.g. while another
     process is still training them)."""
-    proto = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     if isinstance(protocol, str) and protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
+    proto = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     changes: dict[str, Any] = {}
     if seeds is not None:
         changes["seeds"] = tuple(int(s) for s in seeds)
@@ -148,8 +157,11 @@ def reproduce(data: str | Path, out: str | Path, protocol: str | Protocol = "cpu
     if fanogan_epochs is not None:
         changes["fanogan_epochs"] = int(fanogan_epochs)
     if changes:
-        proto = replace(proto, name=f"{proto.name} (changed: "
-                        f"{', '.join(f'{k}={v}' for k, v in changes.items())})", **changes)
+        proto = replace(
+            proto,
+            name=f"{proto.name} (changed: {', '.join(f'{k}={v}' for k, v in changes.items())})",
+            **changes,
+        )
     if len(proto.seeds) < 1:
         raise ConfigError("give at least one seed")
     out = Path(out)
@@ -163,11 +175,16 @@ def reproduce(data: str | Path, out: str | Path, protocol: str | Protocol = "cpu
         m = common_unlabeled(data, [TABLE_AR])
     earlier = out / "reproduce.json"
     fingerprint = recorded_fingerprint(
-        ds, json.loads(earlier.read_text()).get("data_fingerprint") if earlier.is_file() else None)
+        ds, json.loads(earlier.read_text()).get("data_fingerprint") if earlier.is_file() else None
+    )
     record: dict[str, Any] = {
-        "data": str(Path(data).resolve()), "data_fingerprint": fingerprint,
-        "protocol": asdict(proto), "n_unlabeled": m, "experiments": list(experiments),
-        "command": command}
+        "data": str(Path(data).resolve()),
+        "data_fingerprint": fingerprint,
+        "protocol": asdict(proto),
+        "n_unlabeled": m,
+        "experiments": list(experiments),
+        "command": command,
+    }
     _guard(out, record)
     if report_only:
         if not (out / "reproduce.json").is_file():
@@ -178,45 +195,72 @@ def reproduce(data: str | Path, out: str | Path, protocol: str | Protocol = "cpu
     if not (out / "reproduce.json").is_file():  # so that a stopped reproduction can resume
         atomic_write_json(out / "reproduce.json", dict(record, finished=None))
     specs = plan(proto, experiments)
-    log(f"reproducing {', '.join(experiments)} on {data}: protocol {proto.describe()}; "
-        f"M = {m} unlabeled images at every AR; {len(specs)} runs (finished ones are reused)")
+    log(
+        f"reproducing {', '.join(experiments)} on {data}: protocol {proto.describe()}; "
+        f"M = {m} unlabeled images at every AR; {len(specs)} runs (finished ones are reused)"
+    )
     t0 = time.perf_counter()
     planned = []
     for spec in specs:
         fan = spec["backbone"] == "fanogan"
         ep = proto.fanogan_epochs if fan else proto.epochs
-        planned.append((out / "runs" / run_name(spec["backbone"], spec["ar"], spec["seed"], ep,
-                                                proto.k, m), dict(spec, epochs=ep)))
+        planned.append(
+            (
+                out / "runs" / run_name(spec["backbone"], spec["ar"], spec["seed"], ep, proto.k, m),
+                dict(spec, epochs=ep),
+            )
+        )
     record["runs_planned"] = len(planned)
     try:
         for i, (run, spec) in enumerate([] if report_only else planned, 1):
             fan = spec["backbone"] == "fanogan"
             log(f"\n[{i}/{len(planned)}] {run.name}")
-            ensure_run(out / "runs", data, backbone=spec["backbone"],
-                       ar=0.0 if fan else spec["ar"], seed=spec["seed"], epochs=spec["epochs"],
-                       k=proto.k, n_unlabeled=None if fan else m, batch_size=proto.batch_size,
-                       device=device, precision=precision, n_boot=n_boot, progress=progress,
-                       log=log)
+            ensure_run(
+                out / "runs",
+                data,
+                backbone=spec["backbone"],
+                ar=0.0 if fan else spec["ar"],
+                seed=spec["seed"],
+                epochs=spec["epochs"],
+                k=proto.k,
+                n_unlabeled=None if fan else m,
+                batch_size=proto.batch_size,
+                device=device,
+                precision=precision,
+                n_boot=n_boot,
+                progress=progress,
+                log=log,
+            )
     finally:  # also when stopped: tabulate what has finished, saying what is missing
         record["wall_seconds_this_call"] = round(time.perf_counter() - t0, 1)
         _tabulate(out, [run for run, _ in planned], record, experiments, log)
     return record
 
 
-def _tabulate(out: Path, planned: list[Path], record: dict, experiments: Sequence[str],
-              log: Log) -> None:
+def _tabulate(
+    out: Path, planned: list[Path], record: dict, experiments: Sequence[str], log: Log
+) -> None:
     done = [run for run in planned if (run / "metrics.json").is_file()]
-    record.update(runs_done=len(done), missing=[r.name for r in planned if r not in done],
-                  runs=[str(r) for r in done], hardware=hardware(), provenance=provenance(),
-                  finished=(datetime.now(timezone.utc).isoformat(timespec="seconds")
-                            if len(done) == len(planned) else None))
+    record.update(
+        runs_done=len(done),
+        missing=[r.name for r in planned if r not in done],
+        runs=[str(r) for r in done],
+        hardware=hardware(),
+        provenance=provenance(),
+        finished=(
+            datetime.now(timezone.utc).isoformat(timespec="seconds")
+            if len(done) == len(planned)
+            else None
+        ),
+    )
     atomic_write_json(out / "reproduce.json", record)
     if not done:
         log(f"{out}: no run has finished yet; nothing to tabulate")
         return
     results = load_results(done)
     record["train_seconds_all_runs"] = round(
-        float(results.drop_duplicates("run")["seconds"].fillna(0).sum()), 1)
+        float(results.drop_duplicates("run")["seconds"].fillna(0).sum()), 1
+    )
     atomic_write_bytes(out / "results.csv", results.to_csv(index=False).encode())
     if "histograms" in experiments:
         _histograms(results, out / "histograms.png")
@@ -224,16 +268,17 @@ def _tabulate(out: Path, planned: list[Path], record: dict, experiments: Sequenc
         _ablation_figure(results, out / "ablation.png")
     atomic_write_bytes(out / "results.md", report(results, record).encode())
     atomic_write_json(out / "reproduce.json", record)
-    log(f"\n{report(results, record, brief=True)}\nwrote {out / 'results.md'}, "
-        f"{out / 'results.csv'} and the figures")
+    log(
+        f"\n{report(results, record, brief=True)}\nwrote {out / 'results.md'}, "
+        f"{out / 'results.csv'} and the figures"
+    )
 
 
 def _histograms(results: pd.DataFrame, path: Path) -> None:
-    from ddadlib.plots import plot_score_histograms, save_figure
-
     seed = int(results["seed"].min())
-    chosen = results[(results["seed"] == seed)
-                     & (results["ar"].isna() | (results["ar"] == TABLE_AR))]
+    chosen = results[
+        (results["seed"] == seed) & (results["ar"].isna() | (results["ar"] == TABLE_AR))
+    ]
     scores, metrics, labels = {}, {}, None
     for backbone in TABLE1_BACKBONES + ("fanogan",):
         part = chosen[chosen["backbone"] == backbone]
@@ -251,17 +296,24 @@ def _histograms(results: pd.DataFrame, path: Path) -> None:
             else:
                 scores[key] = frame[name].to_numpy()
             metrics[key] = run_metrics[name]
-    fig = plot_score_histograms(scores, labels, metrics, ncols=3,
-                                title=f"Score histograms, AR {TABLE_AR}, seed {seed} (test set)")
+    fig = plot_score_histograms(
+        scores,
+        labels,
+        metrics,
+        ncols=3,
+        title=f"Score histograms, AR {TABLE_AR}, seed {seed} (test set)",
+    )
     save_figure(fig, path)
 
 
 def _ablation_figure(results: pd.DataFrame, path: Path) -> None:
-    from ddadlib.plots import plot_ar_curve, save_figure
-
     ae = results[(results["backbone"] == "ae") & results["ar"].notna()]
-    fig = plot_ar_curve(ae, scores=("inter", "intra", "rec"), reference=PAPER["ablation"],
-                        reference_ars=PAPER["ablation_ars"])
+    fig = plot_ar_curve(
+        ae,
+        scores=("inter", "intra", "rec"),
+        reference=PAPER["ablation"],
+        reference_ars=PAPER["ablation_ars"],
+    )
     save_figure(fig, path)
 
 
@@ -286,54 +338,83 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
 
     lines = []
     if record.get("runs_done", 0) < record.get("runs_planned", 0):
-        lines += [f"**Partial: {record['runs_done']} of {record['runs_planned']} runs have "
-                  f"finished** (missing: {', '.join(record['missing'])}); means are over the "
-                  "seeds that finished.", ""]
-    lines += [f"Protocol `{proto['name']}`: {proto['epochs']} epochs, f-AnoGAN "
-             f"{proto['fanogan_epochs']}, K = {proto['k']}, M = {record['n_unlabeled']}, seeds "
-             f"{', '.join(map(str, proto['seeds']))} (mean ± sd over the seeds; a cell without ± has "
-             "one); paper: RSNA, "
-             "250 epochs, M = 4,000, one run.", ""]
+        lines += [
+            f"**Partial: {record['runs_done']} of {record['runs_planned']} runs have "
+            f"finished** (missing: {', '.join(record['missing'])}); means are over the "
+            "seeds that finished.",
+            "",
+        ]
+    lines += [
+        f"Protocol `{proto['name']}`: {proto['epochs']} epochs, f-AnoGAN "
+        f"{proto['fanogan_epochs']}, K = {proto['k']}, M = {record['n_unlabeled']}, seeds "
+        f"{', '.join(map(str, proto['seeds']))} (mean ± sd over the seeds; a cell without ± has "
+        "one); paper: RSNA, "
+        "250 epochs, M = 4,000, one run.",
+        "",
+    ]
     backbones = [b for b in TABLE1_BACKBONES if b in set(results["backbone"])]
     if backbones:
-        lines += [f"**Table 1** (AUC, AR {TABLE_AR}; ours / paper RSNA)", "",
-                  "| backbone | rec | rec (ensemble) | intra | inter |", "|---|---|---|---|---|"]
+        lines += [
+            f"**Table 1** (AUC, AR {TABLE_AR}; ours / paper RSNA)",
+            "",
+            "| backbone | rec | rec (ensemble) | intra | inter |",
+            "|---|---|---|---|---|",
+        ]
         for b in backbones:
-            lines.append(f"| {BACKBONE_TITLES[b]} | " + " | ".join(
-                f"{cell(b, s)} / {_paper(b, s)}" for s in ("rec", "rec_ensemble", "intra",
-                                                           "inter")) + " |")
+            lines.append(
+                f"| {BACKBONE_TITLES[b]} | "
+                + " | ".join(f"{cell(b, s)} / {_paper(b, s)}" for s in SCORE_NAMES)
+                + " |"
+            )
         lines.append("")
     if "fanogan" in set(results["backbone"]) and not brief:
-        lines += [f"**Table 2** (AUC, AR {TABLE_AR}; ours / paper RSNA)", "",
-                  "| method | score | AUC |", "|---|---|---|"]
+        lines += [
+            f"**Table 2** (AUC, AR {TABLE_AR}; ours / paper RSNA)",
+            "",
+            "| method | score | AUC |",
+            "|---|---|---|",
+        ]
         for b in ("ae", "memae", "fanogan", "aeu"):
             lines.append(f"| {BACKBONE_TITLES[b]} | rec | {cell(b, 'rec')} / {_paper(b, 'rec')} |")
         for b in backbones:
-            lines.append(f"| DDAD ({BACKBONE_TITLES[b]}) | intra / inter | "
-                         f"{cell(b, 'intra')} / {_paper(b, 'intra')}; "
-                         f"{cell(b, 'inter')} / {_paper(b, 'inter')} |")
+            lines.append(
+                f"| DDAD ({BACKBONE_TITLES[b]}) | intra / inter | "
+                f"{cell(b, 'intra')} / {_paper(b, 'intra')}; "
+                f"{cell(b, 'inter')} / {_paper(b, 'inter')} |"
+            )
         lines.append("")
     ablation = summary[(summary["backbone"] == "ae") & summary["ar"].notna()]
     if ablation["ar"].nunique() > 1:
-        lines += ["**AR ablation** (AE; AUC, ours / paper RSNA)", "",
-                  "| AR | inter | intra | rec |", "|---|---|---|---|"]
-        for i, ar in enumerate(sorted(ablation["ar"].unique())):
-            ref = {s: dict(zip(PAPER["ablation_ars"], v)).get(round(float(ar), 1))
-                   for s, v in PAPER["ablation"].items()}
-            row = [f"{cell('ae', s, ablation[ablation['ar'] == ar])} / "
-                   + (f"{ref[s]:.3f}" if ref.get(s) is not None else "-")
-                   for s in ("inter", "intra", "rec")]
+        lines += [
+            "**AR ablation** (AE; AUC, ours / paper RSNA)",
+            "",
+            "| AR | inter | intra | rec |",
+            "|---|---|---|---|",
+        ]
+        for ar in sorted(ablation["ar"].unique()):
+            ref = {
+                s: dict(zip(PAPER["ablation_ars"], v)).get(round(float(ar), 1))
+                for s, v in PAPER["ablation"].items()
+            }
+            row = [
+                f"{cell('ae', s, ablation[ablation['ar'] == ar])} / "
+                + (f"{ref[s]:.3f}" if ref.get(s) is not None else "-")
+                for s in ("inter", "intra", "rec")
+            ]
             lines.append(f"| {ar:g} | " + " | ".join(row) + " |")
         lines.append("")
     if not brief:
         hw = record["hardware"]
         runs = results.drop_duplicates("run")
         threads = sorted({int(t) for t in runs["torch_threads"].dropna()})
-        lines += [f"Runs: {len(runs)}; training time of all runs "
-                  f"{record['train_seconds_all_runs'] / 3600:.2f} h on {hw['cpu']} "
-                  f"({hw['cpu_cores']} cores; torch threads per run: "
-                  f"{', '.join(map(str, threads)) or '?'}"
-                  + (f"; GPU {hw['gpu']}" if hw.get("gpu") else "; no GPU") + ").",
-                  f"Command: `{record.get('command') or 'ddad reproduce'}`; ddadlib commit "
-                  f"{record['provenance'].get('git_commit')}."]
+        lines += [
+            f"Runs: {len(runs)}; training time of all runs "
+            f"{record['train_seconds_all_runs'] / 3600:.2f} h on {hw['cpu']} "
+            f"({hw['cpu_cores']} cores; torch threads per run: "
+            f"{', '.join(map(str, threads)) or '?'}"
+            + (f"; GPU {hw['gpu']}" if hw.get("gpu") else "; no GPU")
+            + ").",
+            f"Command: `{record.get('command') or 'ddad reproduce'}`; ddadlib commit "
+            f"{record['provenance'].get('git_commit')}.",
+        ]
     return "\n".join(lines) + "\n"

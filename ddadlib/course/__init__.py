@@ -12,7 +12,7 @@ Every notebook starts with one parameters cell; its ``MODE`` comes from the envi
 
 Data is the built-in synthetic set, generated once into the cache, unless a prepared dataset
 is given (``DATA`` in the parameters cell, or ``$DDAD_DATA``). Trained runs live in the cache
-(:func:`ddadlib.experiments.cache_dir`), so a notebook run again, or the next notebook, loads
+(:func:`ddadlib.runs.grid.cache_dir`), so a notebook run again, or the next notebook, loads
 what exists instead of training it again.
 """
 
@@ -28,9 +28,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ddadlib.dataset import PreparedDataset, is_prepared
+import numpy as np
+
+from ddadlib.data.dataset import PreparedDataset, is_prepared
+from ddadlib.data.prepare import prepare_synthetic
 from ddadlib.errors import ConfigError
-from ddadlib.experiments import cache_dir, common_unlabeled, ensure_run
+from ddadlib.paper import PAPER_ARS, TABLE1_BACKBONES, TABLE_AR
+from ddadlib.runs.grid import cache_dir, common_unlabeled, ensure_run
 
 MODE_NAMES = ("quick", "class", "full")
 
@@ -48,36 +52,63 @@ class CourseSettings:
     epochs: int
     fanogan_epochs: int
     k: int = 3
-    ars: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    ars: tuple[float, ...] = PAPER_ARS
     seeds: tuple[int, ...] = (0,)
-    backbones: tuple[str, ...] = ("ae", "memae", "aeu")
-    ar: float = 0.6
+    backbones: tuple[str, ...] = TABLE1_BACKBONES
+    ar: float = TABLE_AR
     data: str | None = None
     kinds: tuple[str, ...] = ("pneumonia",)
     severity: tuple[float, float] = (0.1, 0.5)
 
     def describe(self) -> str:
-        data = self.data or (f"built-in synthetic set ({self.size}x{self.size}, Dn "
-                             f"{self.n_normal}, pools {self.n_unlabeled} + {self.n_unlabeled}, "
-                             f"test {self.n_test} + {self.n_test})")
-        return (f"mode {self.mode}: {data}; {self.epochs} epochs, K = {self.k}, AR {self.ar} "
-                f"(ablation {', '.join(f'{a:g}' for a in self.ars)}), seeds "
-                f"{', '.join(map(str, self.seeds))}")
+        data = self.data or (
+            f"built-in synthetic set ({self.size}x{self.size}, Dn "
+            f"{self.n_normal}, pools {self.n_unlabeled} + {self.n_unlabeled}, "
+            f"test {self.n_test} + {self.n_test})"
+        )
+        return (
+            f"mode {self.mode}: {data}; {self.epochs} epochs, K = {self.k}, AR {self.ar} "
+            f"(ablation {', '.join(f'{a:g}' for a in self.ars)}), seeds "
+            f"{', '.join(map(str, self.seeds))}"
+        )
 
 
 MODES = {
-    "quick": CourseSettings("quick", size=32, n_normal=120, n_test=60, n_unlabeled=120, epochs=5,
-                            fanogan_epochs=5, ars=(0.0, 0.6, 1.0)),
-    "class": CourseSettings("class", size=64, n_normal=500, n_test=250, n_unlabeled=500,
-                            epochs=30, fanogan_epochs=100),
-    "full": CourseSettings("full", size=64, n_normal=4000, n_test=1000, n_unlabeled=4000,
-                           epochs=250, fanogan_epochs=250, seeds=(0, 1, 2)),
+    "quick": CourseSettings(
+        "quick",
+        size=32,
+        n_normal=120,
+        n_test=60,
+        n_unlabeled=120,
+        epochs=5,
+        fanogan_epochs=5,
+        ars=(0.0, 0.6, 1.0),
+    ),
+    "class": CourseSettings(
+        "class", size=64, n_normal=500, n_test=250, n_unlabeled=500, epochs=30, fanogan_epochs=100
+    ),
+    "full": CourseSettings(
+        "full",
+        size=64,
+        n_normal=4000,
+        n_test=1000,
+        n_unlabeled=4000,
+        epochs=250,
+        fanogan_epochs=250,
+        seeds=(0, 1, 2),
+    ),
 }
 
 
-def settings(mode: str | None = None, *, data: str | Path | None = None,
-             epochs: int | None = None, ars: Sequence[float] | None = None,
-             k: int | None = None, seeds: Sequence[int] | None = None) -> CourseSettings:
+def settings(
+    mode: str | None = None,
+    *,
+    data: str | Path | None = None,
+    epochs: int | None = None,
+    ars: Sequence[float] | None = None,
+    k: int | None = None,
+    seeds: Sequence[int] | None = None,
+) -> CourseSettings:
     """The settings of ``mode`` (default ``$DDAD_MODE``, else ``class``), with the parameters
     cell's overrides (None keeps the mode's value)."""
     mode = mode or os.environ.get("DDAD_MODE") or "class"
@@ -101,8 +132,11 @@ def settings(mode: str | None = None, *, data: str | Path | None = None,
 
 
 def _synthetic_key(s: CourseSettings) -> str:
-    spec = {k: v for k, v in asdict(s).items()
-            if k in ("size", "n_normal", "n_test", "n_unlabeled", "kinds", "severity")}
+    spec = {
+        k: v
+        for k, v in asdict(s).items()
+        if k in ("size", "n_normal", "n_test", "n_unlabeled", "kinds", "severity")
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -111,7 +145,6 @@ def course_data(s: CourseSettings, log=print) -> Path:
     once into the cache (seed 0)."""
     if s.data is not None:
         return Path(s.data)
-    from ddadlib.prepare import prepare_synthetic
 
     out = cache_dir() / "data" / f"synthetic-{s.size}px-{_synthetic_key(s)}"
     if is_prepared(out):
@@ -120,9 +153,17 @@ def course_data(s: CourseSettings, log=print) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=out.parent))
     try:
         log(f"generating the built-in synthetic set into {out} (once; later runs load it)")
-        prepare_synthetic(tmp / "d", size=s.size, n_normal=s.n_normal, n_test=s.n_test,
-                          n_unlabeled=s.n_unlabeled, kinds=s.kinds, severity=s.severity, seed=0,
-                          log=lambda line: log(line.replace(str(tmp / "d"), str(out))))
+        prepare_synthetic(
+            tmp / "d",
+            size=s.size,
+            n_normal=s.n_normal,
+            n_test=s.n_test,
+            n_unlabeled=s.n_unlabeled,
+            kinds=s.kinds,
+            severity=s.severity,
+            seed=0,
+            log=lambda line: log(line.replace(str(tmp / "d"), str(out))),
+        )
         if not is_prepared(out):  # another process may have finished first
             os.replace(tmp / "d", out)
     finally:
@@ -136,30 +177,53 @@ def runs_root(s: CourseSettings) -> Path:
     return cache_dir() / "runs" / data.name
 
 
-def course_run(s: CourseSettings, backbone: str = "ae", ar: float | None = None,
-               seed: int | None = None, progress: bool = True, log=print) -> Path:
+def course_run(
+    s: CourseSettings,
+    backbone: str = "ae",
+    ar: float | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    log=print,
+) -> Path:
     """The evaluated run of ``backbone`` at ``ar`` (default the settings' AR) with ``seed``
     (default the first seed): loaded from the cache, or trained and evaluated once."""
     data = course_data(s, log=log)
     fan = backbone == "fanogan"
     m = None if fan else common_unlabeled(data, s.ars + (s.ar,))
-    return ensure_run(runs_root(s), data, backbone=backbone, ar=s.ar if ar is None else ar,
-                      seed=s.seeds[0] if seed is None else seed,
-                      epochs=s.fanogan_epochs if fan else s.epochs, k=s.k, n_unlabeled=m,
-                      figures=False, progress=progress, log=log)
+    return ensure_run(
+        runs_root(s),
+        data,
+        backbone=backbone,
+        ar=s.ar if ar is None else ar,
+        seed=s.seeds[0] if seed is None else seed,
+        epochs=s.fanogan_epochs if fan else s.epochs,
+        k=s.k,
+        n_unlabeled=m,
+        figures=False,
+        progress=progress,
+        log=log,
+    )
 
 
-def course_grid(s: CourseSettings, backbones: Sequence[str] = ("ae",),
-                ars: Sequence[float] | None = None, progress: bool = True, log=print) -> list[Path]:
+def course_grid(
+    s: CourseSettings,
+    backbones: Sequence[str] = ("ae",),
+    ars: Sequence[float] | None = None,
+    progress: bool = True,
+    log=print,
+) -> list[Path]:
     """Every run of ``backbones`` x ``ars`` (default the settings' ablation ARs) x seeds."""
     ars = s.ars if ars is None else tuple(ars)
-    return [course_run(s, b, ar if b != "fanogan" else None, seed, progress, log)
-            for seed in s.seeds for b in backbones for ar in (ars if b != "fanogan" else (None,))]
+    return [
+        course_run(s, b, ar if b != "fanogan" else None, seed, progress, log)
+        for seed in s.seeds
+        for b in backbones
+        for ar in (ars if b != "fanogan" else (None,))
+    ]
 
 
 def test_set(s: CourseSettings):
     """The test images, labels, ids and masks (None for real data) of the settings' dataset."""
-    import numpy as np
 
     ds = PreparedDataset.load(course_data(s))
     idx = np.concatenate([ds.part("test_normal"), ds.part("test_abnormal")])

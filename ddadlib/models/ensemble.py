@@ -19,9 +19,7 @@ resumes on either.
 from __future__ import annotations
 
 import copy
-import io
 import math
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,13 +31,16 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
-from ddadlib.backbones import AE, build_backbone
-from ddadlib.dataset import atomic_write
 from ddadlib.devices import autocast
 from ddadlib.errors import TrainingError
+from ddadlib.models.backbones import AE, build_backbone
+from ddadlib.models.checkpoints import (
+    CHECKPOINT_VERSION,
+    check_finite_weights,
+    load_checkpoint,
+    write_checkpoint,
+)
 from ddadlib.seeding import derive_seed, epoch_order, torch_seed
-
-CHECKPOINT_VERSION = 1
 
 
 @dataclass
@@ -95,13 +96,14 @@ class _Sequential:
         self.members = [m.to(device=device, memory_format=fmt).train() for m in members]
         self.opts = [_adam(m.parameters(), cfg) for m in self.members]
 
-    def epoch(self, images: torch.Tensor, orders: torch.Tensor,
-              tick: Callable[[int], None]) -> torch.Tensor:
+    def epoch(
+        self, images: torch.Tensor, orders: torch.Tensor, tick: Callable[[int], None]
+    ) -> torch.Tensor:
         starts = batch_starts(images.shape[0], self.cfg.batch_size)
         losses = torch.zeros(len(self.members), device=self.device)
         for k, (m, opt) in enumerate(zip(self.members, self.opts)):
             for s in starts:
-                x = images[orders[k, s:s + self.cfg.batch_size]]
+                x = images[orders[k, s : s + self.cfg.batch_size]]
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(self.device, self.cfg.precision):
@@ -129,8 +131,10 @@ class _Sequential:
         for m, opt, state in zip(self.members, self.opts, states):
             for name, p in m.named_parameters():
                 if name in state:
-                    opt.state[p] = {key: v.to(p.device) if key != "step" else v
-                                    for key, v in state[name].items()}
+                    opt.state[p] = {
+                        key: v.to(p.device) if key != "step" else v
+                        for key, v in state[name].items()
+                    }
 
     def trained(self) -> list[AE]:
         return [m.to(memory_format=torch.contiguous_format).eval() for m in self.members]
@@ -157,13 +161,14 @@ class _Vectorised:
         self.step_losses = vmap(member_loss)
         self.opt = _adam(list(self.params.values()), cfg)
 
-    def epoch(self, images: torch.Tensor, orders: torch.Tensor,
-              tick: Callable[[int], None]) -> torch.Tensor:
+    def epoch(
+        self, images: torch.Tensor, orders: torch.Tensor, tick: Callable[[int], None]
+    ) -> torch.Tensor:
         bs = self.cfg.batch_size
         starts = batch_starts(images.shape[0], bs)
         losses = torch.zeros(len(self.template), device=self.device)
         for s in starts:
-            x = images[orders[:, s:s + bs]]  # (K, B, 1, S, S): each member its own batch
+            x = images[orders[:, s : s + bs]]  # (K, B, 1, S, S): each member its own batch
             per_member = self.step_losses(self.params, self.buffers, x)
             self.opt.zero_grad(set_to_none=True)
             per_member.sum().backward()
@@ -179,8 +184,10 @@ class _Vectorised:
             if not st:
                 continue
             for k in range(len(out)):
-                out[k][name] = {key: (v.detach().clone() if key == "step" else v[k].detach().clone())
-                                for key, v in st.items()}
+                out[k][name] = {
+                    key: (v.detach().clone() if key == "step" else v[k].detach().clone())
+                    for key, v in st.items()
+                }
         return out
 
     def load_adam_states(self, states: list[dict]) -> None:
@@ -201,33 +208,21 @@ class _Vectorised:
 
 def _checkpoint_blob(trainer, epoch: int, cfg: EnsembleConfig) -> dict:
     """The training state after ``epoch`` epochs, as copies on the CPU."""
-    members = [{n: v.detach().to("cpu", copy=True) for n, v in m.state_dict().items()}
-               for m in _current_members(trainer)]
-    adam = [{n: {key: v.cpu() for key, v in st.items()} for n, st in s.items()}
-            for s in trainer.adam_states()]
-    return {"version": CHECKPOINT_VERSION, "config": cfg.to_dict(), "epoch": epoch,
-            "members": members, "adam": adam}
-
-
-def _write_checkpoint(path: Path, blob: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
-
-
-def nonfinite_members(states: list[dict[str, torch.Tensor]]) -> list[int]:
-    """The 1-based numbers of the members whose weights hold NaN or infinity."""
-    return [k + 1 for k, sd in enumerate(states)
-            if not all(bool(torch.isfinite(v).all()) for v in sd.values() if v.is_floating_point())]
-
-
-def check_finite_weights(states: list[dict[str, torch.Tensor]], what: str) -> None:
-    """A :class:`TrainingError` naming the members of ``what`` whose weights are not finite."""
-    bad = nonfinite_members(states)
-    if bad:
-        raise TrainingError(f"{what}: the weights of member(s) {bad} are not finite (NaN or "
-                            "infinity) after the last step: training diverged, so the run is not "
-                            "finished. Try a lower learning rate or float32, and check the images")
+    members = [
+        {n: v.detach().to("cpu", copy=True) for n, v in m.state_dict().items()}
+        for m in _current_members(trainer)
+    ]
+    adam = [
+        {n: {key: v.cpu() for key, v in st.items()} for n, st in s.items()}
+        for s in trainer.adam_states()
+    ]
+    return {
+        "version": CHECKPOINT_VERSION,
+        "config": cfg.to_dict(),
+        "epoch": epoch,
+        "members": members,
+        "adam": adam,
+    }
 
 
 def _current_members(trainer) -> list[nn.Module]:
@@ -235,42 +230,12 @@ def _current_members(trainer) -> list[nn.Module]:
         out = []
         for k in range(len(trainer.template)):
             m = copy.deepcopy(trainer.template[k])
-            m.load_state_dict({n: v[k].detach() for n, v in
-                               {**trainer.params, **trainer.buffers}.items()})
+            m.load_state_dict(
+                {n: v[k].detach() for n, v in {**trainer.params, **trainer.buffers}.items()}
+            )
             out.append(m)
         return out
     return trainer.members
-
-
-def read_torch_file(path: Path, what: str, error: type[Exception], fix: str) -> dict:
-    """A dict saved with ``torch.save``, read with ``weights_only=True``; a damaged file or one
-    holding more than weights gives ``error`` (one line naming the file, with ``fix``)."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise error(f"{path}: no such {what} file") from None
-    except Exception as exc:  # noqa: BLE001 (torch raises many kinds for a damaged file)
-        if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
-            # torch's own message advises weights_only=False, which would run the file's code
-            raise error(f"{path}: refused: the {what} file holds objects other than weights and "
-                        "may be unsafe; load run folders and model files only from trusted "
-                        "sources") from None
-        text = str(exc).strip()
-        reason = text.splitlines()[0].split(". ")[0][:200] if text else type(exc).__name__
-        raise error(f"{path}: damaged or truncated {what} file ({reason}); {fix}") from None
-    if not isinstance(blob, dict):
-        raise error(f"{path}: not a ddadlib {what} file; {fix}")
-    return blob
-
-
-def load_checkpoint(path: Path, cfg: EnsembleConfig) -> dict:
-    """A checkpoint written by :func:`train_ensemble` for the same config (else an error)."""
-    blob = read_torch_file(path, "checkpoint", TrainingError,
-                           fix="delete it to train that module again from its start")
-    if blob.get("version") != CHECKPOINT_VERSION or blob.get("config") != cfg.to_dict():
-        raise TrainingError(f"{path}: checkpoint of another configuration "
-                            f"({blob.get('config')}); delete it or train into a new folder")
-    return blob
 
 
 @dataclass
@@ -284,10 +249,16 @@ class TrainResult:
     path: str = "sequential"
 
 
-def train_ensemble(images: torch.Tensor, cfg: EnsembleConfig, *,
-                   vectorised: bool | None = None, checkpoint: str | Path | None = None,
-                   checkpoint_every: float = 60.0, progress: bool = True,
-                   on_epoch: Callable[[int, list[float]], None] | None = None) -> TrainResult:
+def train_ensemble(
+    images: torch.Tensor,
+    cfg: EnsembleConfig,
+    *,
+    vectorised: bool | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: float = 60.0,
+    progress: bool = True,
+    on_epoch: Callable[[int, list[float]], None] | None = None,
+) -> TrainResult:
     """Train the K members of one module on ``images`` (float ``(N, 1, S, S)`` in [-1, 1], on
     the training device) and return them in eval mode.
 
@@ -320,20 +291,27 @@ def train_ensemble(images: torch.Tensor, cfg: EnsembleConfig, *,
     what = f"module {cfg.module} ({cfg.backbone}, {cfg.k} members)"
     # one step of the bar is one member's epoch, so members and epochs both show
     # without an explicit disable, tqdm's TQDM_DISABLE environment variable still applies
-    bar = tqdm(desc=what, unit="member-epoch", initial=start * cfg.k, total=cfg.epochs * cfg.k,
-               **({} if progress else {"disable": True}))
+    bar = tqdm(
+        desc=what,
+        unit="member-epoch",
+        initial=start * cfg.k,
+        total=cfg.epochs * cfg.k,
+        **({} if progress else {"disable": True}),
+    )
     saved = start  # the epoch the checkpoint on disk holds
     latest: dict | None = None  # the state after the last finished epoch, not yet on disk
 
     def save(blob: dict) -> None:
         check_finite_weights(blob["members"], what)
-        _write_checkpoint(ckpt, blob)
+        write_checkpoint(ckpt, blob)
 
     try:
         for epoch in range(start, cfg.epochs):
-            orders = torch.from_numpy(np.stack(
-                [epoch_order(n, cfg.seed, cfg.module, k, epoch=epoch) for k in range(cfg.k)]
-            )).to(device)
+            orders = torch.from_numpy(
+                np.stack(
+                    [epoch_order(n, cfg.seed, cfg.module, k, epoch=epoch) for k in range(cfg.k)]
+                )
+            ).to(device)
             bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs}")
             epoch_losses = trainer.epoch(images, orders, bar.update).tolist()
             bad = [k + 1 for k, v in enumerate(epoch_losses) if not math.isfinite(v)]
@@ -342,10 +320,12 @@ def train_ensemble(images: torch.Tensor, cfg: EnsembleConfig, *,
                 raise TrainingError(
                     f"{what}: the loss of member(s) {bad} is {epoch_losses} in epoch {epoch + 1}: "
                     f"training diverged. Try a lower learning rate (now {cfg.lr}) or "
-                    f"float32 (now {cfg.precision}), and check the images for NaN{kept}")
+                    f"float32 (now {cfg.precision}), and check the images for NaN{kept}"
+                )
             losses.append(epoch_losses)
-            bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs}, "
-                                f"loss {sum(epoch_losses) / len(epoch_losses):.4g}")
+            bar.set_postfix_str(
+                f"epoch {epoch + 1}/{cfg.epochs}, loss {sum(epoch_losses) / len(epoch_losses):.4g}"
+            )
             if on_epoch is not None:
                 on_epoch(epoch, epoch_losses)
             if ckpt is None:
@@ -370,5 +350,10 @@ def train_ensemble(images: torch.Tensor, cfg: EnsembleConfig, *,
         bar.close()
     final = [{n: v.detach() for n, v in m.state_dict().items()} for m in _current_members(trainer)]
     check_finite_weights(final, what)
-    return TrainResult(trainer.trained(), losses, time.perf_counter() - t0, start,
-                       "vectorised" if vectorised else "sequential")
+    return TrainResult(
+        trainer.trained(),
+        losses,
+        time.perf_counter() - t0,
+        start,
+        "vectorised" if vectorised else "sequential",
+    )

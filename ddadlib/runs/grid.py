@@ -7,7 +7,7 @@ is one run folder (see :mod:`ddadlib.runs`) under one root, named for its settin
 - runs that differ only in AR share module B (it does not depend on AR),
 - the notebooks and ``ddad reproduce`` read the same folders.
 
-:func:`ensure_run` makes one run of a grid; :mod:`ddadlib.reproduce` and
+:func:`ensure_run` makes one run of a grid; :mod:`ddadlib.runs.reproduce` and
 :mod:`ddadlib.course` walk their grids with it. :func:`load_results` turns evaluated runs into
 one tidy table (a row per run and score), and
 :func:`summarise` into mean and standard deviation over seeds.
@@ -22,24 +22,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from ddadlib.dataset import PreparedDataset
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.data.splits import max_unlabeled
 from ddadlib.errors import ConfigError, DataError
-from ddadlib.runs import (
-    PAPER_UNLABELED,
-    evaluate_run,
-    is_finished,
-    read_config,
-    run_config,
-    train_run,
-)
-from ddadlib.splits import max_unlabeled
+from ddadlib.paper import PAPER_UNLABELED
+from ddadlib.runs.config import is_finished, read_config, run_config
+from ddadlib.runs.evaluate import evaluate_run
+from ddadlib.runs.train import train_run
 
 Log = Callable[[str], None]
-
-#: The scores of a DDAD run, in the order tables show them.
-SCORE_NAMES = ("rec", "rec_ensemble", "intra", "inter")
-#: The paper's AR ablation.
-PAPER_ARS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def cache_dir() -> Path:
@@ -58,24 +49,46 @@ def common_unlabeled(data: str | Path, ars: Iterable[float]) -> int:
         raise ConfigError("no AR given")
     m = min([PAPER_UNLABELED] + [max_unlabeled(split, ar) for ar in ars])
     if m < 1:
-        raise DataError(f"{data}: the pools cannot supply unlabeled images at every AR in "
-                        f"{ars}; check `ddad info --data {data}`")
+        raise DataError(
+            f"{data}: the pools cannot supply unlabeled images at every AR in "
+            f"{ars}; check `ddad info --data {data}`"
+        )
     return m
 
 
-def run_name(backbone: str, ar: float | None, seed: int, epochs: int, k: int = 3,
-             n_unlabeled: int | None = None) -> str:
+def run_name(
+    backbone: str,
+    ar: float | None,
+    seed: int,
+    epochs: int,
+    k: int = 3,
+    n_unlabeled: int | None = None,
+) -> str:
     """The folder name of a run in a grid, e.g. ``ae-ar0.6-m500-e30-k3-s0``."""
     if backbone == "fanogan":
         return f"fanogan-e{epochs}-s{seed}"
     return f"{backbone}-ar{ar:g}-m{n_unlabeled}-e{epochs}-k{k}-s{seed}"
 
 
-def ensure_run(root: str | Path, data: str | Path, *, backbone: str = "ae", ar: float = 0.6,
-               seed: int = 0, epochs: int = 250, k: int = 3, n_unlabeled: int | None = None,
-               batch_size: int = 64, lr: float = 5e-4, device: str | None = "auto",
-               precision: str | None = "auto", n_boot: int = 1000, figures: bool = False,
-               progress: bool = True, log: Log = print) -> Path:
+def ensure_run(
+    root: str | Path,
+    data: str | Path,
+    *,
+    backbone: str = "ae",
+    ar: float = 0.6,
+    seed: int = 0,
+    epochs: int = 250,
+    k: int = 3,
+    n_unlabeled: int | None = None,
+    batch_size: int = 64,
+    lr: float = 5e-4,
+    device: str | None = "auto",
+    precision: str | None = "auto",
+    n_boot: int = 1000,
+    figures: bool = False,
+    progress: bool = True,
+    log: Log = print,
+) -> Path:
     """Train (or resume, or reuse) and evaluate one run in ``root``; return its folder.
 
     Nothing is trained or scored again when the folder already holds it. The run's Du is
@@ -86,9 +99,20 @@ def ensure_run(root: str | Path, data: str | Path, *, backbone: str = "ae", ar: 
     run = Path(root) / run_name(backbone, ar, seed, epochs, k, n_unlabeled)
     if not (run / "metrics.json").is_file():
         if not is_finished(run):
-            cfg = run_config(data, backbone=backbone, k=k, epochs=epochs, ar=ar,
-                             n_unlabeled=n_unlabeled, seed=seed, batch_size=batch_size, lr=lr,
-                             device=device, precision=precision, log=log)
+            cfg = run_config(
+                data,
+                backbone=backbone,
+                k=k,
+                epochs=epochs,
+                ar=ar,
+                n_unlabeled=n_unlabeled,
+                seed=seed,
+                batch_size=batch_size,
+                lr=lr,
+                device=device,
+                precision=precision,
+                log=log,
+            )
             train_run(run, cfg, progress=progress, log=log)
         evaluate_run(run, n_boot=n_boot, figures=figures, device=device, log=log)
     return run
@@ -99,8 +123,9 @@ def load_scores(run: str | Path) -> pd.DataFrame:
     rec_m1..)."""
     path = Path(run) / "scores.csv"
     if not path.is_file():
-        raise DataError(f"{run}: no scores.csv; evaluate the run first (`ddad evaluate --run "
-                        f"{run}`)")
+        raise DataError(
+            f"{run}: no scores.csv; evaluate the run first (`ddad evaluate --run {run}`)"
+        )
     return pd.read_csv(path)
 
 
@@ -109,13 +134,16 @@ def load_metrics(run: str | Path) -> dict[str, dict]:
     auc_members for rec); a :class:`DataError` naming the folder and the fix otherwise."""
     path = Path(run) / "metrics.json"
     if not path.is_file():
-        raise DataError(f"{run}: no metrics.json; evaluate the run first (`ddad evaluate --run "
-                        f"{run}`)")
+        raise DataError(
+            f"{run}: no metrics.json; evaluate the run first (`ddad evaluate --run {run}`)"
+        )
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: damaged ({exc}); evaluate the run again (`ddad evaluate "
-                        f"--run {run} --overwrite`)") from None
+        raise DataError(
+            f"{path}: damaged ({exc}); evaluate the run again (`ddad evaluate "
+            f"--run {run} --overwrite`)"
+        ) from None
 
 
 def load_results(runs: Iterable[str | Path]) -> pd.DataFrame:
@@ -131,26 +159,53 @@ def load_results(runs: Iterable[str | Path]) -> pd.DataFrame:
         info = json.loads(log.read_text()) if log.is_file() else {}
         for score, m in metrics.items():
             ci = m.get("auc_ci") or [float("nan"), float("nan")]
-            rows.append({"backbone": cfg["backbone"], "ar": cfg["ar"], "seed": cfg["seed"],
-                         "epochs": cfg["epochs"], "k": cfg["k"],
-                         "n_unlabeled": cfg["n_unlabeled"], "score": score, "auc": m["auc"],
-                         "ap": m["ap"], "auc_low": ci[0], "auc_high": ci[1],
-                         "sens_at_95_spec": m["sens_at_95_spec"],
-                         "seconds": info.get("seconds"),
-                         "torch_threads": info.get("torch_threads"), "run": str(run)})
-    columns = ["backbone", "ar", "seed", "epochs", "k", "n_unlabeled", "score", "auc", "ap",
-               "auc_low", "auc_high", "sens_at_95_spec", "seconds", "torch_threads", "run"]
+            rows.append(
+                {
+                    "backbone": cfg["backbone"],
+                    "ar": cfg["ar"],
+                    "seed": cfg["seed"],
+                    "epochs": cfg["epochs"],
+                    "k": cfg["k"],
+                    "n_unlabeled": cfg["n_unlabeled"],
+                    "score": score,
+                    "auc": m["auc"],
+                    "ap": m["ap"],
+                    "auc_low": ci[0],
+                    "auc_high": ci[1],
+                    "sens_at_95_spec": m["sens_at_95_spec"],
+                    "seconds": info.get("seconds"),
+                    "torch_threads": info.get("torch_threads"),
+                    "run": str(run),
+                }
+            )
+    columns = [
+        "backbone",
+        "ar",
+        "seed",
+        "epochs",
+        "k",
+        "n_unlabeled",
+        "score",
+        "auc",
+        "ap",
+        "auc_low",
+        "auc_high",
+        "sens_at_95_spec",
+        "seconds",
+        "torch_threads",
+        "run",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
-def summarise(results: pd.DataFrame, by: Sequence[str] = ("backbone", "ar", "score"),
-              value: str = "auc") -> pd.DataFrame:
+def summarise(
+    results: pd.DataFrame, by: Sequence[str] = ("backbone", "ar", "score"), value: str = "auc"
+) -> pd.DataFrame:
     """Mean, standard deviation (ddof 1) and count over seeds of ``value`` per group."""
     if results.empty:
         raise DataError("no results to summarise")
     frame = results.assign(ar=results["ar"].fillna(-1.0))  # f-AnoGAN has no AR
-    out = (frame.groupby(list(by), sort=True)[value].agg(["mean", "std", "count"])
-           .reset_index())
+    out = frame.groupby(list(by), sort=True)[value].agg(["mean", "std", "count"]).reset_index()
     if "ar" in by:
         out["ar"] = out["ar"].where(out["ar"] >= 0)
     return out

@@ -28,7 +28,7 @@ _MAX_STATES = 16_000_000
 PARTS = ("normal", "pool_normal", "pool_abnormal", "test_normal", "test_abnormal")
 
 
-def _part_lists(split: dict) -> dict[str, list[str]]:
+def part_lists(split: dict) -> dict[str, list[str]]:
     """The five id lists of a split by part name (see :data:`PARTS`)."""
     try:
         return {
@@ -58,7 +58,7 @@ def _from_parts(parts: dict[str, list[str]]) -> dict:
 
 def split_sizes(split: dict) -> dict[str, int]:
     """Number of images in each part of a split."""
-    return {name: len(ids) for name, ids in _part_lists(split).items()}
+    return {name: len(ids) for name, ids in part_lists(split).items()}
 
 
 def format_sizes(split: dict) -> str:
@@ -144,8 +144,7 @@ def make_split(
     for i, g in enumerate(groups):
         members[int(g)].append(i)
     keys = sorted(members)
-    count = {g: tuple(int(c) for c in np.bincount(labels[members[g]], minlength=2))
-             for g in keys}
+    count = {g: tuple(int(c) for c in np.bincount(labels[members[g]], minlength=2)) for g in keys}
     check_sizes(labels, n_normal, n_test)
     if n <= n_normal + 2 * n_test:
         raise DataError(
@@ -160,8 +159,10 @@ def make_split(
     # seeded orders are tried.
     exact = (n_test + 1) ** 2 <= _MAX_STATES
     big = max(keys, key=lambda g: sum(count[g]))
-    biggest = (f"the largest group holds {sum(count[big]):,} images: {count[big][0]:,} normal, "
-               f"{count[big][1]:,} abnormal")
+    biggest = (
+        f"the largest group holds {sum(count[big]):,} images: {count[big][0]:,} normal, "
+        f"{count[big][1]:,} abnormal"
+    )
     best_dn, test_found = 0, False
     for attempt in attempts:
         rng = np.random.default_rng(seed if attempt == 0 else [seed, attempt])
@@ -179,8 +180,11 @@ def make_split(
                 f"no set of whole groups (patients kept together, identical images kept "
                 f"together) holds exactly {n_test:,} normal and {n_test:,} abnormal images for "
                 f"the test set; the largest test set that can be met is "
-                + (f"{largest:,} per class (--n-test {largest})" if largest else
-                   f"none up to {n_test:,} per class")
+                + (
+                    f"{largest:,} per class (--n-test {largest})"
+                    if largest
+                    else f"none up to {n_test:,} per class"
+                )
                 + f" ({biggest})"
             )
         test_found = True
@@ -200,10 +204,14 @@ def make_split(
             f"Dn cannot hold exactly {n_normal:,} normal images in whole groups without an "
             f"abnormal image beside a test set of {n_test:,} per class (such groups hold "
             f"{clean:,} normal images in all); "
-            + (f"the largest Dn that can be met with --seed {seed} is {best_dn:,} "
-               f"(--n-normal {best_dn}), or lower --n-test" if best_dn else
-               "the test set leaves no such group (lower --n-test)" if clean else
-               "no normal image can go to Dn")
+            + (
+                f"the largest Dn that can be met with --seed {seed} is {best_dn:,} "
+                f"(--n-normal {best_dn}), or lower --n-test"
+                if best_dn
+                else "the test set leaves no such group (lower --n-test)"
+                if clean
+                else "no normal image can go to Dn"
+            )
         )
     used = taken | set(normal)
     pools = [g for g in keys if g not in used]
@@ -221,7 +229,6 @@ def make_split(
             "test_abnormal": ids_of(test, 1),
         }
     )
-
 
 
 def _exact_groups(
@@ -247,8 +254,10 @@ def _exact_groups(
     while True:
         keep = chosen[: max(0, len(chosen) - drop)]
         kept = set(keep)
-        need = (target[0] - sum(count[g][0] for g in keep),
-                target[1] - sum(count[g][1] for g in keep))
+        need = (
+            target[0] - sum(count[g][0] for g in keep),
+            target[1] - sum(count[g][1] for g in keep),
+        )
         fill = _complete([g for g in order if g not in kept], count, need)
         if fill is not None:
             return keep + fill
@@ -325,9 +334,7 @@ def _largest_test(groups: list[int], count: dict[int, tuple[int, int]], n_test: 
     return int(hits[-1] + 1) if len(hits) else 0
 
 
-def _largest_reachable(
-    groups: list[int], count: dict[int, tuple[int, int]], n_normal: int
-) -> int:
+def _largest_reachable(groups: list[int], count: dict[int, tuple[int, int]], n_normal: int) -> int:
     """The largest sum <= ``n_normal`` of the normal counts of some of ``groups``."""
     need = (n_normal, 0)
     _, items = _bundles(groups, count, need)
@@ -350,8 +357,11 @@ def group_names(
     names = {}
     for g in {int(g) for g in groups}:
         if patients[g]:
-            names[g] = "patient " + " / ".join(repr(p) for p in patients[g][:3]) + (
-                " (joined by identical images)" if len(patients[g]) > 1 else "")
+            names[g] = (
+                "patient "
+                + " / ".join(repr(p) for p in patients[g][:3])
+                + (" (joined by identical images)" if len(patients[g]) > 1 else "")
+            )
         elif g in digests:
             names[g] = f"identical images (pixel md5 {digests[g]})"
         else:
@@ -380,7 +390,7 @@ def validate_split(
     a group may hold both classes. ``names`` (see :func:`group_names`) name the groups in the
     message.
     """
-    parts = _part_lists(split)
+    parts = part_lists(split)
     index = {id_: i for i, id_ in enumerate(ids)}
     labels = np.asarray(labels)
     want = {"normal": 0, "pool_normal": 0, "pool_abnormal": 1, "test_normal": 0, "test_abnormal": 1}
@@ -444,7 +454,7 @@ def split_from_file(path: str | Path, ids: Sequence[str]) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read the split file ({exc})") from None
     try:
-        parts = _part_lists(raw)
+        parts = part_lists(raw)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
     exact = set(ids)
@@ -517,7 +527,7 @@ def draw_unlabeled(split: dict, m: int, ar: float, seed: int = 0) -> list[str]:
         raise DataError(f"the anomaly rate must be between 0 and 1 (got {ar})")
     if m < 0:
         raise DataError(f"the number of unlabeled images must be >= 0 (got {m})")
-    parts = _part_lists(split)
+    parts = part_lists(split)
     p0, p1 = parts["pool_normal"], parts["pool_abnormal"]
     k = n_abnormal_at(m, ar)
     if k > len(p1) or m - k > len(p0):

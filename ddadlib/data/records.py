@@ -16,7 +16,7 @@ class Box:
     h: float
     label: str = ""
 
-    def scaled(self, sx: float, sy: float) -> "Box":
+    def scaled(self, sx: float, sy: float) -> Box:
         """The same box in an image resized by factors ``sx`` (width) and ``sy`` (height)."""
         return Box(self.x * sx, self.y * sy, self.w * sx, self.h * sy, self.label)
 

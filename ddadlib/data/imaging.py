@@ -21,11 +21,12 @@ MIN_SIZE, MAX_SIZE = 16, 1024
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as a 2-D uint8 grayscale array at its own resolution.
 
-    DICOM files go through :func:`ddadlib.dicom.read_dicom` (pydicom); everything else through
+    DICOM files go through :func:`ddadlib.data.dicom.read_dicom` (pydicom); everything else through
     Pillow. 16-bit and float PNG/TIFF are scaled to 8 bit by their min and max; a float image
     with a NaN or infinite pixel is refused (a :class:`DataError` naming the file).
     """
-    from ddadlib.dicom import is_dicom, read_dicom
+    # imported here, not at the top: pydicom loads only when an image is read (not for `ddad --help`)
+    from ddadlib.data.dicom import is_dicom, read_dicom
 
     path = Path(path)
     if not path.is_file():
@@ -39,8 +40,10 @@ def read_image(path: str | Path) -> np.ndarray:
                 arr = np.asarray(im, dtype=np.float64)
                 bad = int(np.count_nonzero(~np.isfinite(arr)))
                 if bad:
-                    raise DataError(f"{path}: {bad:,} of {arr.size:,} pixels are NaN or "
-                                    "infinite; fix or remove the image")
+                    raise DataError(
+                        f"{path}: {bad:,} of {arr.size:,} pixels are NaN or "
+                        "infinite; fix or remove the image"
+                    )
                 return _to_uint8(arr)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA").convert("RGB")

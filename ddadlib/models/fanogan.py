@@ -5,7 +5,7 @@ The DDAD authors' code does not include f-AnoGAN; the paper fixes only the metho
 then an izi_f encoder with generator and critic frozen, the izi_f residual as anomaly score,
 kappa = 1). Every other setting below is this module's choice, sized like the DDAD autoencoders
 (``backbones.py``, "the same 64x64 budget"). Written for 64x64; other square sizes (a power of two,
-at least 8) add or drop stride-2 stages exactly as :func:`ddadlib.backbones.stage_channels` does.
+at least 8) add or drop stride-2 stages exactly as :func:`ddadlib.models.backbones.stage_channels` does.
 
 Networks (S = 64; channels 16-32-64-64 as the AE):
 
@@ -50,9 +50,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ddadlib.backbones import BOTTLENECK_SIZE, stage_channels
-from ddadlib.ensemble import batch_starts
 from ddadlib.errors import TrainingError
+from ddadlib.models.backbones import BOTTLENECK_SIZE, stage_channels
+from ddadlib.models.ensemble import batch_starts
 from ddadlib.seeding import derive_seed, epoch_order, torch_seed
 
 #: Dimension of the generator's latent space (the f-AnoGAN paper's 128).
@@ -62,13 +62,17 @@ CHUNK = 256
 
 
 def _up(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 def _down_bn(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 def _down_leaky(cin: int, cout: int) -> nn.Sequential:
@@ -83,10 +87,14 @@ class Generator(nn.Module):
         self.size = size
         rev = stage_channels(size)[::-1]
         flat = rev[0] * BOTTLENECK_SIZE**2
-        self.from_latent = nn.Sequential(nn.Linear(latent_dim, flat, bias=False),
-                                         nn.BatchNorm1d(flat), nn.ReLU(inplace=True))
-        self.decoder = nn.Sequential(*[_up(a, b) for a, b in zip(rev[:-1], rev[1:])],
-                                     nn.ConvTranspose2d(rev[-1], 1, 4, 2, 1), nn.Tanh())
+        self.from_latent = nn.Sequential(
+            nn.Linear(latent_dim, flat, bias=False), nn.BatchNorm1d(flat), nn.ReLU(inplace=True)
+        )
+        self.decoder = nn.Sequential(
+            *[_up(a, b) for a, b in zip(rev[:-1], rev[1:])],
+            nn.ConvTranspose2d(rev[-1], 1, 4, 2, 1),
+            nn.Tanh(),
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.from_latent(z).view(z.shape[0], -1, BOTTLENECK_SIZE, BOTTLENECK_SIZE)
@@ -167,7 +175,7 @@ class FAnoGAN(nn.Module):
     def _chunked(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         device = next(self.parameters()).device
         with _evaluating(self):
-            parts = [fn(x[i:i + CHUNK].to(device)).to(x.device) for i in range(0, len(x), CHUNK)]
+            parts = [fn(x[i : i + CHUNK].to(device)).to(x.device) for i in range(0, len(x), CHUNK)]
         return torch.cat(parts) if parts else x.new_zeros((0,))
 
     @torch.no_grad()
@@ -181,9 +189,11 @@ class FAnoGAN(nn.Module):
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Image anomaly scores ``(B,)``: the izi_f residual pixel + kappa * feature, in eval
         mode."""
+
         def one(c: torch.Tensor) -> torch.Tensor:
             pixel, feature = self.residuals(c)
             return pixel + self.kappa * feature
+
         return self._chunked(x, one)
 
 
@@ -191,15 +201,16 @@ def _batches(order: np.ndarray, batch_size: int, device: torch.device) -> Iterat
     """Index batches in ``order``; a last batch of one image is skipped (BatchNorm)."""
     idx = torch.as_tensor(order, device=device)
     for start in batch_starts(len(idx), batch_size):
-        yield idx[start:start + batch_size]
+        yield idx[start : start + batch_size]
 
 
 def _latent(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
     return torch.rand(n, LATENT_DIM, generator=gen, device=device) * 2 - 1
 
 
-def _gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor,
-                      gen: torch.Generator) -> torch.Tensor:
+def _gradient_penalty(
+    critic: Critic, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator
+) -> torch.Tensor:
     """Mean of ``(||grad C(x_hat)||_2 - 1)^2`` at random interpolates of real and fake images."""
     eps = torch.rand(real.shape[0], 1, 1, 1, generator=gen, device=real.device)
     mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
@@ -207,13 +218,15 @@ def _gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor,
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
-def _check_finite(losses: dict[str, float], stage: str, epoch: int, epochs: int,
-                  lr_name: str, lr: float) -> None:
+def _check_finite(
+    losses: dict[str, float], stage: str, epoch: int, epochs: int, lr_name: str, lr: float
+) -> None:
     if not all(math.isfinite(v) for v in losses.values()):
         shown = ", ".join(f"{k} {v:.4g}" for k, v in losses.items())
         raise TrainingError(
             f"f-AnoGAN {stage} stage: the loss is not finite in epoch {epoch + 1} of {epochs} "
-            f"({shown}); try a lower learning rate ({lr_name}={lr:g})")
+            f"({shown}); try a lower learning rate ({lr_name}={lr:g})"
+        )
 
 
 def _bar(epochs: int, desc: str, progress: bool) -> tqdm:
@@ -221,9 +234,20 @@ def _bar(epochs: int, desc: str, progress: bool) -> tqdm:
     return tqdm(total=epochs, desc=desc, unit="epoch", **({} if progress else {"disable": True}))
 
 
-def _train_gan(model: FAnoGAN, images: torch.Tensor, *, epochs: int, seed: int, batch_size: int,
-               n_critic: int, gp_weight: float, lr: float, gen: torch.Generator, progress: bool,
-               on_epoch: Callable[[str, int, FAnoGAN], None] | None) -> None:
+def _train_gan(
+    model: FAnoGAN,
+    images: torch.Tensor,
+    *,
+    epochs: int,
+    seed: int,
+    batch_size: int,
+    n_critic: int,
+    gp_weight: float,
+    lr: float,
+    gen: torch.Generator,
+    progress: bool,
+    on_epoch: Callable[[str, int, FAnoGAN], None] | None,
+) -> None:
     G, C = model.generator, model.critic
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.0, 0.9))
     opt_c = torch.optim.Adam(C.parameters(), lr=lr, betas=(0.0, 0.9))
@@ -256,8 +280,10 @@ def _train_gan(model: FAnoGAN, images: torch.Tensor, *, epochs: int, seed: int, 
                     opt_g.step()
                     C.requires_grad_(True)
                     g_sum, n_g = g_sum + loss_g.detach(), n_g + 1
-            losses = {"critic": (c_sum / max(n_c, 1)).item(),
-                      "wasserstein": (w_sum / max(n_c, 1)).item()}
+            losses = {
+                "critic": (c_sum / max(n_c, 1)).item(),
+                "wasserstein": (w_sum / max(n_c, 1)).item(),
+            }
             if n_g:
                 losses["generator"] = (g_sum / n_g).item()
             _check_finite(losses, "WGAN-GP", epoch, epochs, "lr", lr)
@@ -268,9 +294,17 @@ def _train_gan(model: FAnoGAN, images: torch.Tensor, *, epochs: int, seed: int, 
                 on_epoch("gan", epoch, model)
 
 
-def _train_encoder(model: FAnoGAN, images: torch.Tensor, *, epochs: int, seed: int,
-                   batch_size: int, lr: float, progress: bool,
-                   on_epoch: Callable[[str, int, FAnoGAN], None] | None) -> None:
+def _train_encoder(
+    model: FAnoGAN,
+    images: torch.Tensor,
+    *,
+    epochs: int,
+    seed: int,
+    batch_size: int,
+    lr: float,
+    progress: bool,
+    on_epoch: Callable[[str, int, FAnoGAN], None] | None,
+) -> None:
     frozen = (model.generator, model.critic)
     opt = torch.optim.Adam(model.encoder.parameters(), lr=lr, betas=(0.5, 0.999))
     device = images.device
@@ -331,8 +365,13 @@ def train_fanogan(
     same device gives the same model (on a GPU, bit for bit only with deterministic algorithms).
     Raises :class:`~ddadlib.errors.TrainingError` when a loss stops being finite.
     """
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim != 4 \
-            or images.shape[1] != 1 or images.shape[2] != images.shape[3]:
+    if (
+        not isinstance(images, torch.Tensor)
+        or not images.is_floating_point()
+        or images.ndim != 4
+        or images.shape[1] != 1
+        or images.shape[2] != images.shape[3]
+    ):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a float tensor (N, 1, S, S), got {shape}")
     if size is not None and size != images.shape[-1]:
@@ -354,8 +393,27 @@ def train_fanogan(
     model.to(images.device)
     gen = torch.Generator(device=images.device)
     gen.manual_seed(derive_seed(seed, "fanogan", "noise"))
-    _train_gan(model, images, epochs=epochs, seed=seed, batch_size=batch_size, n_critic=n_critic,
-               gp_weight=gp_weight, lr=lr, gen=gen, progress=progress, on_epoch=on_epoch)
-    _train_encoder(model, images, epochs=encoder_epochs, seed=seed, batch_size=batch_size,
-                   lr=encoder_lr, progress=progress, on_epoch=on_epoch)
+    _train_gan(
+        model,
+        images,
+        epochs=epochs,
+        seed=seed,
+        batch_size=batch_size,
+        n_critic=n_critic,
+        gp_weight=gp_weight,
+        lr=lr,
+        gen=gen,
+        progress=progress,
+        on_epoch=on_epoch,
+    )
+    _train_encoder(
+        model,
+        images,
+        epochs=encoder_epochs,
+        seed=seed,
+        batch_size=batch_size,
+        lr=encoder_lr,
+        progress=progress,
+        on_epoch=on_epoch,
+    )
     return model.eval()

@@ -46,8 +46,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ddadlib.data.records import Box, ImageRecord
 from ddadlib.errors import DataError
-from ddadlib.records import Box, ImageRecord
 
 __all__ = [
     "rsna_records",
@@ -105,9 +105,7 @@ def rsna_records(root: Path) -> list[ImageRecord]:
     class_csv = root / RSNA_CLASS_CSV
     labels_csv = root / RSNA_LABELS_CSV
     classes = _read_csv(class_csv, ["patientId", "class"], RSNA_NAME)
-    labels = _read_csv(
-        labels_csv, ["patientId", "x", "y", "width", "height", "Target"], RSNA_NAME
-    )
+    labels = _read_csv(labels_csv, ["patientId", "x", "y", "width", "height", "Target"], RSNA_NAME)
 
     # One class per patient (the class file repeats a patient's row once per box).
     patient_class: dict[str, str] = OrderedDict()
@@ -200,9 +198,7 @@ def rsna_records(root: Path) -> list[ImageRecord]:
             )
         )
     if not records:
-        raise DataError(
-            f"{class_csv}: no patient with class 'Normal' or 'Lung Opacity'"
-        )
+        raise DataError(f"{class_csv}: no patient with class 'Normal' or 'Lung Opacity'")
     _check_images(records, class_csv)
     records.sort(key=lambda r: r.id)
     return records
@@ -292,9 +288,7 @@ def _check_root(root, name: str) -> Path:
 def _read_csv(path: Path, required: list[str], name: str) -> pd.DataFrame:
     """A CSV as strings (empty cells as ""), with its required columns checked."""
     if not path.is_file():
-        raise DataError(
-            f"{path}: CSV file not found (expected in the unpacked {name} download)"
-        )
+        raise DataError(f"{path}: CSV file not found (expected in the unpacked {name} download)")
     try:
         df = pd.read_csv(
             path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True

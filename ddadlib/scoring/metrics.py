@@ -16,8 +16,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from ddadlib.seeding import rng
 
 
-def operating_point(labels: np.ndarray, scores: np.ndarray,
-                    specificity: float = 0.95) -> tuple[float, float]:
+def operating_point(
+    labels: np.ndarray, scores: np.ndarray, specificity: float = 0.95
+) -> tuple[float, float]:
     """The threshold and true-positive rate of the ROC point with the highest true-positive rate
     whose false-positive rate is at most ``1 - specificity``.
 
@@ -33,8 +34,9 @@ def operating_point(labels: np.ndarray, scores: np.ndarray,
     return below, float(tpr[last])
 
 
-def sensitivity_at_specificity(labels: np.ndarray, scores: np.ndarray,
-                               specificity: float = 0.95) -> float:
+def sensitivity_at_specificity(
+    labels: np.ndarray, scores: np.ndarray, specificity: float = 0.95
+) -> float:
     """The highest true-positive rate whose false-positive rate is at most ``1 - specificity``."""
     return operating_point(labels, scores, specificity)[1]
 
@@ -48,8 +50,9 @@ def _check(labels: np.ndarray, scores: np.ndarray) -> None:
         raise ValueError("metrics need both normal (0) and abnormal (1) images")
 
 
-def bootstrap_auc(labels: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                  level: float = 0.95) -> tuple[float, float]:
+def bootstrap_auc(
+    labels: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the ROC AUC; ``scores`` is ``(N,)`` or ``(K, N)`` (then
     the statistic is the mean AUC over the K rows).
 
@@ -72,8 +75,9 @@ def bootstrap_auc(labels: np.ndarray, scores: np.ndarray, n_boot: int = 1000, se
     return float(lo), float(hi)
 
 
-def score_metrics(labels: np.ndarray, scores: np.ndarray, n_boot: int = 1000,
-                  seed: int = 0) -> dict:
+def score_metrics(
+    labels: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: int = 0
+) -> dict:
     """Metrics of one score, ``(N,)`` or per member ``(K, N)``."""
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
@@ -85,7 +89,8 @@ def score_metrics(labels: np.ndarray, scores: np.ndarray, n_boot: int = 1000,
         "ap": float(np.mean([average_precision_score(labels, r) for r in rows])),
         "auc_ci": list(bootstrap_auc(labels, rows, n_boot, seed)) if n_boot else None,
         "sens_at_95_spec": float(np.mean([sensitivity_at_specificity(labels, r) for r in rows])),
-        "n_normal": int((labels == 0).sum()), "n_abnormal": int((labels == 1).sum()),
+        "n_normal": int((labels == 0).sum()),
+        "n_abnormal": int((labels == 1).sum()),
     }
     if scores.ndim == 2:
         out["auc_std"] = float(np.std(aucs, ddof=1)) if len(aucs) > 1 else 0.0
@@ -99,16 +104,24 @@ def pixel_auc(masks: np.ndarray, maps: np.ndarray) -> float:
     then the mean AUC over the K members."""
     masks = np.asarray(masks, dtype=bool).reshape(masks.shape[0], -1)
     maps = np.asarray(maps, dtype=np.float64)
-    rows = maps.reshape(-1, *masks.shape) if maps.size != masks.size else maps.reshape(1, *masks.shape)
+    rows = (
+        maps.reshape(-1, *masks.shape) if maps.size != masks.size else maps.reshape(1, *masks.shape)
+    )
     truth = masks.ravel()
     if truth.all() or not truth.any():
         raise ValueError("pixel AUC needs both anomalous and normal pixels")
     return float(np.mean([roc_auc_score(truth, r.ravel()) for r in rows]))
 
 
-def evaluate_scores(labels: np.ndarray, scores: dict[str, np.ndarray], *,
-                    masks: np.ndarray | None = None, maps: dict[str, np.ndarray] | None = None,
-                    n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+def evaluate_scores(
+    labels: np.ndarray,
+    scores: dict[str, np.ndarray],
+    *,
+    masks: np.ndarray | None = None,
+    maps: dict[str, np.ndarray] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, dict]:
     """Metrics of every score in ``scores`` (name -> ``(N,)`` or ``(K, N)``), with pixel AUCs
     where ``masks`` and the matching ``maps`` are given."""
     out = {}

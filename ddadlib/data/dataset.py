@@ -8,7 +8,7 @@ A prepared dataset is a folder holding
   coordinates of the resized image), and any source-specific columns after them (the synthetic
   set adds ``severity``);
 - ``masks.npy`` (optional): bool array (N, S, S) of pixel masks, for the synthetic set;
-- ``split.json``: Dn, the unlabeled pools and Dt (see :mod:`ddadlib.splits`);
+- ``split.json``: Dn, the unlabeled pools and Dt (see :mod:`ddadlib.data.splits`);
 - ``dataset.json``: how it was made (source, size, seed, options, library versions, git
   commit); written
   last, so its presence marks a finished dataset;
@@ -20,114 +20,60 @@ a write that fails midway (full disk, kill, Ctrl-C) leaves the dataset that was 
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import re
 import shutil
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 
+from ddadlib.data.records import Box
+from ddadlib.data.splits import format_sizes, group_images, group_names, part_lists, validate_split
 from ddadlib.errors import DataError, DiskFullError
-from ddadlib.records import Box
+from ddadlib.fileio import atomic_save_npy, atomic_write_bytes, atomic_write_json
 
-MANIFEST_COLUMNS = ["id", "label", "patient_id", "finding", "md5", "orig_height", "orig_width",
-                    "boxes"]
-DATASET_FILES = ("images.npy", "masks.npy", "manifest.csv", "split.json", "dataset.json",
-                 "skipped.csv")
+MANIFEST_COLUMNS = [
+    "id",
+    "label",
+    "patient_id",
+    "finding",
+    "md5",
+    "orig_height",
+    "orig_width",
+    "boxes",
+]
+DATASET_FILES = (
+    "images.npy",
+    "masks.npy",
+    "manifest.csv",
+    "split.json",
+    "dataset.json",
+    "skipped.csv",
+)
 FORMAT_VERSION = 1
 #: The folder inside a dataset where a new version is written before it is swapped in.
 STAGING = ".incoming"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _replace(tmp: str, path: Path) -> None:
-    # mkstemp creates files readable by the owner only; give them the usual permissions.
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None], size: int | None = None) -> None:
-    """Write through ``write`` into a temporary file beside ``path``, then rename it into place,
-    so that readers see the old file or the whole new one, never a part.
-
-    A full disk raises :class:`~ddadlib.errors.DiskFullError` naming ``path`` and the bytes
-    needed (``size``, when the caller knows it) or written before the disk filled.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            try:
-                write(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            except OSError as exc:
-                written = os.fstat(fh.fileno()).st_size
-                # numpy's array.tofile reports a short write without an errno: then the disk
-                # counts as full when what was left to write does not fit in the free space.
-                if exc.errno != errno.ENOSPC and not (
-                        exc.errno is None and size is not None
-                        and shutil.disk_usage(path.parent).free < size - written):
-                    raise
-                raise DiskFullError(path, needed=size, written=written) from exc
-        _replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def stale_temp_files(folder: Path, names: Iterable[str]) -> list[Path]:
-    """Temporary files that a killed :func:`atomic_write` left in ``folder`` for the files
-    ``names`` (``.NAME.<8 random characters>.tmp``, as ``tempfile.mkstemp`` names them); delete
-    them only while no other process can be writing there."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    alternatives = "|".join(re.escape(n) for n in names)
-    pattern = re.compile(rf"\.({alternatives})\.[a-z0-9_]{{8}}\.tmp")
-    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name) and p.is_file())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    atomic_write(path, lambda fh: fh.write(data), size=len(data))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Save an array as ``.npy``, atomically."""
-    atomic_write(path, lambda fh: np.save(fh, array), size=int(array.nbytes) + 128)
-
-
 def boxes_to_json(boxes: Iterable[Box]) -> str:
     """Boxes as a compact JSON list of [x, y, w, h, label]."""
-    return json.dumps([[round(b.x, 2), round(b.y, 2), round(b.w, 2), round(b.h, 2), b.label]
-                       for b in boxes], separators=(",", ":"))
+    return json.dumps(
+        [[round(b.x, 2), round(b.y, 2), round(b.w, 2), round(b.h, 2), b.label] for b in boxes],
+        separators=(",", ":"),
+    )
 
 
 def boxes_from_json(text: str) -> list[Box]:
     """The inverse of :func:`boxes_to_json` (empty text gives no boxes)."""
     if not isinstance(text, str) or not text:
         return []
-    return [Box(float(x), float(y), float(w), float(h), str(label))
-            for x, y, w, h, label in json.loads(text)]
+    return [
+        Box(float(x), float(y), float(w), float(h), str(label))
+        for x, y, w, h, label in json.loads(text)
+    ]
 
 
 def is_prepared(folder: str | Path) -> bool:
@@ -168,8 +114,12 @@ def write_dataset(
         if skipped is not None and len(skipped):
             atomic_write_bytes(staging / "skipped.csv", skipped.to_csv(index=False).encode())
         atomic_write_json(staging / "split.json", split)
-        info = {"format": FORMAT_VERSION, **info, "n_images": len(images),
-                "size": int(images.shape[1])}
+        info = {
+            "format": FORMAT_VERSION,
+            **info,
+            "n_images": len(images),
+            "size": int(images.shape[1]),
+        }
         atomic_write_json(staging / "dataset.json", info)
         names = [name for name in DATASET_FILES if (staging / name).is_file()]
         atomic_write_json(staging / ".complete", names)
@@ -233,22 +183,29 @@ class PreparedDataset:
         if not root.is_dir():
             raise DataError(f"{root}: no such folder (prepare one with `ddad prepare`)")
         if not is_prepared(root):
-            raise DataError(f"{root}: not a prepared dataset (no dataset.json); "
-                            "run `ddad prepare` first, or finish an interrupted run")
+            raise DataError(
+                f"{root}: not a prepared dataset (no dataset.json); "
+                "run `ddad prepare` first, or finish an interrupted run"
+            )
         mode = "r" if mmap else None
         try:
             info = json.loads((root / "dataset.json").read_text())
             images = np.load(root / "images.npy", mmap_mode=mode)
-            manifest = pd.read_csv(root / "manifest.csv", dtype={"id": str, "patient_id": str,
-                                                                 "finding": str, "md5": str,
-                                                                 "boxes": str},
-                                   keep_default_na=False)
+            manifest = pd.read_csv(
+                root / "manifest.csv",
+                dtype={"id": str, "patient_id": str, "finding": str, "md5": str, "boxes": str},
+                keep_default_na=False,
+            )
             split = json.loads((root / "split.json").read_text())
-            masks = (np.load(root / "masks.npy", mmap_mode=mode)
-                     if (root / "masks.npy").is_file() else None)
+            masks = (
+                np.load(root / "masks.npy", mmap_mode=mode)
+                if (root / "masks.npy").is_file()
+                else None
+            )
         except FileNotFoundError as exc:
-            raise DataError(f"{root}: incomplete dataset, {Path(exc.filename).name} is missing") \
-                from None
+            raise DataError(
+                f"{root}: incomplete dataset, {Path(exc.filename).name} is missing"
+            ) from None
         except (OSError, ValueError, json.JSONDecodeError) as exc:
             raise DataError(f"{root}: cannot read the dataset ({exc})") from None
         _check_arrays(root, images, manifest, info, masks)
@@ -276,10 +233,9 @@ class PreparedDataset:
             raise DataError(f"{self.root}: image {exc.args[0]!r} is not in manifest.csv") from None
 
     def part(self, name: str) -> np.ndarray:
-        """Row indices of a split part: one of :data:`ddadlib.splits.PARTS`."""
-        from ddadlib.splits import _part_lists
+        """Row indices of a split part: one of :data:`ddadlib.data.splits.PARTS`."""
 
-        parts = _part_lists(self.split)
+        parts = part_lists(self.split)
         if name not in parts:
             raise KeyError(f"unknown part {name!r}; one of {sorted(parts)}")
         return self.indices(parts[name])
@@ -292,53 +248,70 @@ class PreparedDataset:
         return len(self.images)
 
     def __repr__(self) -> str:
-        from ddadlib.splits import format_sizes
+        return (
+            f"PreparedDataset({str(self.root)!r}, {len(self):,} images of "
+            f"{self.size}x{self.size}, source={self.info.get('source')!r}; "
+            f"{format_sizes(self.split)})"
+        )
 
-        return (f"PreparedDataset({str(self.root)!r}, {len(self):,} images of "
-                f"{self.size}x{self.size}, source={self.info.get('source')!r}; "
-                f"{format_sizes(self.split)})")
 
-
-def _check_arrays(root: Path, images: np.ndarray, manifest: pd.DataFrame, info: dict,
-                  masks: np.ndarray | None) -> None:
+def _check_arrays(
+    root: Path, images: np.ndarray, manifest: pd.DataFrame, info: dict, masks: np.ndarray | None
+) -> None:
     """images.npy (and masks.npy) must be what write_dataset writes, one image per manifest row."""
     size = info.get("size")
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
-        raise DataError(f"{root / 'images.npy'}: expected a uint8 array of N x S x S images, "
-                        f"found {images.dtype} of shape {images.shape}")
+        raise DataError(
+            f"{root / 'images.npy'}: expected a uint8 array of N x S x S images, "
+            f"found {images.dtype} of shape {images.shape}"
+        )
     if len(images) != len(manifest):
-        raise DataError(f"{root / 'images.npy'}: holds {len(images):,} images but manifest.csv "
-                        f"has {len(manifest):,} rows")
+        raise DataError(
+            f"{root / 'images.npy'}: holds {len(images):,} images but manifest.csv "
+            f"has {len(manifest):,} rows"
+        )
     if size is not None and images.shape[1] != size:
-        raise DataError(f"{root / 'images.npy'}: images are {images.shape[1]}x{images.shape[2]} "
-                        f"but dataset.json says {size}x{size}")
+        raise DataError(
+            f"{root / 'images.npy'}: images are {images.shape[1]}x{images.shape[2]} "
+            f"but dataset.json says {size}x{size}"
+        )
     if masks is not None and (masks.dtype != np.bool_ or masks.shape != images.shape):
-        raise DataError(f"{root / 'masks.npy'}: expected a bool array of shape {images.shape}, "
-                        f"found {masks.dtype} of shape {masks.shape}")
+        raise DataError(
+            f"{root / 'masks.npy'}: expected a bool array of shape {images.shape}, "
+            f"found {masks.dtype} of shape {masks.shape}"
+        )
 
 
 def _check_split(root: Path, manifest: pd.DataFrame, split: dict) -> None:
     """split.json must fit manifest.csv: known ids, disjoint parts, labels that match their part
     and no patient or identical image on both sides of train and test."""
-    from ddadlib.splits import _part_lists, group_images, group_names, validate_split
 
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
         raise DataError(f"{root / 'manifest.csv'}: lacks the columns {', '.join(missing)}")
     try:
-        _part_lists(split)
+        part_lists(split)
     except DataError as exc:
         raise DataError(f"{root / 'split.json'}: {exc}") from None
     labels = pd.to_numeric(manifest["label"], errors="coerce")
     if not labels.isin([0, 1]).all():
         row = int(np.flatnonzero(~labels.isin([0, 1]).to_numpy())[0])
-        raise DataError(f"{root / 'manifest.csv'}: row {row + 2} has label "
-                        f"{manifest['label'].iloc[row]!r}, not 0 or 1")
+        raise DataError(
+            f"{root / 'manifest.csv'}: row {row + 2} has label "
+            f"{manifest['label'].iloc[row]!r}, not 0 or 1"
+        )
     ids = manifest["id"]
     if ids.duplicated().any():
-        raise DataError(f"{root / 'manifest.csv'}: image id {ids[ids.duplicated()].iloc[0]!r} "
-                        "appears twice")
+        raise DataError(
+            f"{root / 'manifest.csv'}: image id {ids[ids.duplicated()].iloc[0]!r} appears twice"
+        )
     patients, md5s = manifest["patient_id"].tolist(), manifest["md5"].tolist()
     groups = group_images(patients, md5s)
-    validate_split(split, ids.tolist(), labels.to_numpy(dtype=np.int64), groups,
-                   where=str(root / "split.json"), names=group_names(patients, md5s, groups))
+    validate_split(
+        split,
+        ids.tolist(),
+        labels.to_numpy(dtype=np.int64),
+        groups,
+        where=str(root / "split.json"),
+        names=group_names(patients, md5s, groups),
+    )

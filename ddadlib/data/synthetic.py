@@ -52,7 +52,7 @@ The range it is drawn from is a parameter, so that the difficulty can be calibra
 
 Example::
 
-    from ddadlib.synthetic import generate_synthetic, generate_synthetic_counts
+    from ddadlib.data.synthetic import generate_synthetic, generate_synthetic_counts
     data = generate_synthetic(1000, size=64, abnormal_fraction=0.3, seed=0)
     data.images.shape, data.labels.mean(), data.kinds[:3]
     train = generate_synthetic_counts(2000, 0, size=64, seed=1)  # normal images only
@@ -75,7 +75,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ddadlib.imaging import MAX_SIZE
+from ddadlib.data.imaging import MAX_SIZE
 
 __all__ = [
     "ABNORMALITY_KINDS",
@@ -351,8 +351,11 @@ def _check_count(n: object, name: str) -> int:
 
 
 def _check_size(size: object) -> int:
-    if (isinstance(size, bool) or not isinstance(size, (int, np.integer))
-            or not MIN_SIZE <= size <= MAX_SIZE):
+    if (
+        isinstance(size, bool)
+        or not isinstance(size, (int, np.integer))
+        or not MIN_SIZE <= size <= MAX_SIZE
+    ):
         raise ValueError(f"size must be an integer from {MIN_SIZE} to {MAX_SIZE}, got {size!r}")
     return int(size)
 
@@ -693,8 +696,9 @@ def _pneumonia(sc: _Scene, idx: np.ndarray, ua: np.ndarray, sv: np.ndarray, sd: 
     cp = sc.side(idx, sc.cp_r, sc.cp_l, sd)
     frac = 0.3 + 0.4 * sv + 0.1 * ua[:, 2].reshape(-1, 1, 1)  # share of the lung's height
     lower = (ua[:, 1] < 2 / 3).reshape(-1, 1, 1)
-    zone = np.where(lower, _soft(cp - (cp - apex) * frac - Yi, 0.1),
-                    _soft(Yi - apex - (cp - apex) * frac, 0.1))
+    zone = np.where(
+        lower, _soft(cp - (cp - apex) * frac - Yi, 0.1), _soft(Yi - apex - (cp - apex) * frac, 0.1)
+    )
     haze = zone * shape_side * (0.2 + 0.6 * sv)
     sc.air_r[idx] *= 1.0 - haze * sd
     sc.air_l[idx] *= 1.0 - haze * ~sd

@@ -1,6 +1,6 @@
 """The reconstruction networks of DDAD: AE, AE-U and MemAE, as plain ``nn.Module`` s.
 
-All three share one layout (``../shared/METHOD.md``), written here for 64x64 input:
+All three share one layout (``docs/method.md``), written here for 64x64 input:
 
 - encoder: 4 x [Conv 4x4 stride 2 pad 1 (no bias), BatchNorm, ReLU], channels 16-32-64-64,
   down to 64x4x4 = 1024 features;
@@ -45,13 +45,17 @@ def stage_channels(size: int) -> list[int]:
 
 
 def _down(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 def _up(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 def _dense(cin: int, cout: int) -> nn.Sequential:
@@ -59,7 +63,7 @@ def _dense(cin: int, cout: int) -> nn.Sequential:
 
 
 class AE(nn.Module):
-    """The convolutional autoencoder of DDAD (METHOD.md "AE"); loss: pixel MSE."""
+    """The convolutional autoencoder of DDAD (docs/method.md "AE"); loss: pixel MSE."""
 
     out_channels = 1
 
@@ -74,7 +78,8 @@ class AE(nn.Module):
         rev = ch[::-1]
         self.decoder = nn.Sequential(
             *[_up(a, b) for a, b in zip(rev[:-1], rev[1:])],
-            nn.ConvTranspose2d(rev[-1], self.out_channels, 4, 2, 1))
+            nn.ConvTranspose2d(rev[-1], self.out_channels, 4, 2, 1),
+        )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The 16-d latent code of each image."""
@@ -136,8 +141,13 @@ class MemAE(AE):
     addressing weights with weight ``entropy_weight`` (0.0002).
     """
 
-    def __init__(self, size: int = 64, slots: int = 25, shrink_threshold: float = 0.0,
-                 entropy_weight: float = 0.0002) -> None:
+    def __init__(
+        self,
+        size: int = 64,
+        slots: int = 25,
+        shrink_threshold: float = 0.0,
+        entropy_weight: float = 0.0002,
+    ) -> None:
         super().__init__(size)
         self.shrink_threshold = shrink_threshold
         self.entropy_weight = entropy_weight
@@ -155,8 +165,9 @@ class MemAE(AE):
         return {"recon": self.decode(w @ self.memory), "attention": w}
 
     def loss(self, x: torch.Tensor, out: dict[str, torch.Tensor]) -> torch.Tensor:
-        return (F.mse_loss(out["recon"], x)
-                + self.entropy_weight * addressing_entropy(out["attention"]))
+        return F.mse_loss(out["recon"], x) + self.entropy_weight * addressing_entropy(
+            out["attention"]
+        )
 
 
 #: The reconstruction backbones by the names the command line and the API take.
@@ -168,6 +179,8 @@ def build_backbone(name: str, size: int = 64) -> AE:
     try:
         cls = BACKBONES[name]
     except KeyError:
-        raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)} "
-                         "(f-AnoGAN is 'fanogan', trained by ddadlib.fanogan)") from None
+        raise ConfigError(
+            f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)} "
+            "(f-AnoGAN is 'fanogan', trained by ddadlib.models.fanogan)"
+        ) from None
     return cls(size)

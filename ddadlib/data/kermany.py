@@ -1,6 +1,6 @@
 """The bundled real chest X-rays: 64x64 images from Kermany et al. (CC BY 4.0).
 
-The bundle ``ddadlib/data_files/kermany64.npz`` holds every normal image of the pediatric chest
+The bundle ``ddadlib/data/files/kermany64.npz`` holds every normal image of the pediatric chest
 X-ray set of Kermany, Zhang, Goldbaum et al. (Mendeley Data v2, 2018) and a seeded sample of
 whole pneumonia patients, resized to 64x64 (see ``NOTICE.md`` beside it for the licence and the
 credit). The images are stored as lossless PNGs (smaller than deflated raw pixels), one after
@@ -23,9 +23,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ddadlib.data.imaging import read_image, resize
 from ddadlib.errors import DataError
+from ddadlib.fileio import atomic_write
 
-DATA_FILES = Path(__file__).resolve().parent / "data_files"
+DATA_FILES = Path(__file__).resolve().parent / "files"
 BUNDLE = DATA_FILES / "kermany64.npz"
 NOTICE = DATA_FILES / "NOTICE.md"
 BUNDLE_SIZE = 64
@@ -33,20 +35,25 @@ BUNDLE_SIZE = 64
 N_PNEUMONIA = 1350
 BUNDLE_SEED = 0
 LICENCE = "CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/)"
-CREDIT = ("Kermany D, Zhang K, Goldbaum M. Labeled Optical Coherence Tomography (OCT) and Chest "
-          "X-Ray Images for Classification. Mendeley Data, v2, 2018, doi:10.17632/rscbjbr9sj.2; "
-          "Kermany DS, Goldbaum M, Cai W, et al. Identifying Medical Diagnoses and Treatable "
-          "Diseases by Image-Based Deep Learning. Cell 172(5):1122-1131, 2018")
-MODIFICATIONS = (f"all normal images and a seeded sample of whole pneumonia patients (about "
-                 f"{N_PNEUMONIA:,} images) of the training set, resized to "
-                 f"{BUNDLE_SIZE}x{BUNDLE_SIZE} grayscale")
+CREDIT = (
+    "Kermany D, Zhang K, Goldbaum M. Labeled Optical Coherence Tomography (OCT) and Chest "
+    "X-Ray Images for Classification. Mendeley Data, v2, 2018, doi:10.17632/rscbjbr9sj.2; "
+    "Kermany DS, Goldbaum M, Cai W, et al. Identifying Medical Diagnoses and Treatable "
+    "Diseases by Image-Based Deep Learning. Cell 172(5):1122-1131, 2018"
+)
+MODIFICATIONS = (
+    f"all normal images and a seeded sample of whole pneumonia patients (about "
+    f"{N_PNEUMONIA:,} images) of the training set, resized to "
+    f"{BUNDLE_SIZE}x{BUNDLE_SIZE} grayscale"
+)
 _COLUMNS = ("id", "label", "patient_id", "finding")
 # The time stamp of every archive entry (zip's earliest), so that a rebuild gives the same bytes.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-def select_rows(labels: pd.DataFrame, n_pneumonia: int = N_PNEUMONIA,
-                seed: int = BUNDLE_SEED) -> pd.DataFrame:
+def select_rows(
+    labels: pd.DataFrame, n_pneumonia: int = N_PNEUMONIA, seed: int = BUNDLE_SEED
+) -> pd.DataFrame:
     """The rows of the source's ``labels.csv`` that go into the bundle, in the file's order.
 
     All normal images; pneumonia patients in a seeded random order, whole, until at least
@@ -72,22 +79,22 @@ def _png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def build_bundle(shared: str | Path, out: str | Path, n_pneumonia: int = N_PNEUMONIA,
-                 seed: int = BUNDLE_SEED) -> Path:
+def build_bundle(
+    shared: str | Path, out: str | Path, n_pneumonia: int = N_PNEUMONIA, seed: int = BUNDLE_SEED
+) -> Path:
     """Build the bundle at ``out`` from the folder ``shared`` (``labels.csv`` + images).
 
     Images are read and resized as ``ddad prepare folder`` does
-    (:func:`ddadlib.imaging.resize`, Lanczos). Returns ``out``.
+    (:func:`ddadlib.data.imaging.resize`, Lanczos). Returns ``out``.
     """
-    from ddadlib.dataset import atomic_write
-    from ddadlib.imaging import read_image, resize
 
     shared, out = Path(shared), Path(out)
     csv = shared / "labels.csv"
     if not csv.is_file():
         raise DataError(f"{shared}: no labels.csv (expected the kermany-cxr128 folder)")
-    labels = pd.read_csv(csv, dtype={"filename": str, "patient_id": str, "finding": str},
-                         keep_default_na=False)
+    labels = pd.read_csv(
+        csv, dtype={"filename": str, "patient_id": str, "finding": str}, keep_default_na=False
+    )
     rows = select_rows(labels, n_pneumonia, seed)
     pngs = [_png(resize(read_image(shared / f), BUNDLE_SIZE)) for f in rows["filename"]]
     arrays = {
@@ -123,14 +130,20 @@ def load_bundle(path: str | Path = BUNDLE) -> tuple[np.ndarray, pd.DataFrame]:
     """The bundle's images, (N, 64, 64) uint8, and a frame of ``id,label,patient_id,finding``."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: the bundled chest X-rays are missing; reinstall ddadlib "
-                        "(or rebuild it with scripts/build_kermany_bundle.py)")
+        raise DataError(
+            f"{path}: the bundled chest X-rays are missing; reinstall ddadlib "
+            "(or rebuild it with scripts/build_kermany_bundle.py)"
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
             png, offsets = z["png"], z["offsets"]
             frame = pd.DataFrame({c: z[c] for c in _COLUMNS})
-        images = np.stack([np.asarray(Image.open(io.BytesIO(png[a:b].tobytes())), np.uint8)
-                           for a, b in itertools.pairwise(offsets)])
+        images = np.stack(
+            [
+                np.asarray(Image.open(io.BytesIO(png[a:b].tobytes())), np.uint8)
+                for a, b in itertools.pairwise(offsets)
+            ]
+        )
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{path}: cannot read the bundled chest X-rays ({exc})") from None
     frame["label"] = frame["label"].astype(np.int64)

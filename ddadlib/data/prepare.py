@@ -22,21 +22,36 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ddadlib import __version__
-from ddadlib.dataset import (DATASET_FILES, atomic_write, atomic_write_json, boxes_to_json,
-                             is_prepared, settle_dataset, write_dataset)
+from ddadlib.data import kaggle, kermany
+from ddadlib.data.dataset import (
+    DATASET_FILES,
+    boxes_to_json,
+    is_prepared,
+    settle_dataset,
+    write_dataset,
+)
+from ddadlib.data.folder import folder_records
+from ddadlib.data.imaging import MAX_SIZE, MIN_SIZE, pixel_md5, read_image, resize
+from ddadlib.data.records import Box, ImageRecord
+from ddadlib.data.splits import (
+    check_sizes,
+    format_sizes,
+    group_images,
+    group_names,
+    make_split,
+    n_abnormal_at,
+    split_from_file,
+    validate_split,
+)
+from ddadlib.data.synthetic import ABNORMALITY_KINDS, DEFAULT_SEVERITY, generate_synthetic_counts
+from ddadlib.data.synthetic import MIN_SIZE as SYNTHETIC_MIN_SIZE
 from ddadlib.errors import DataError
-from ddadlib.imaging import MAX_SIZE, MIN_SIZE, pixel_md5, read_image, resize
+from ddadlib.fileio import atomic_write, atomic_write_json
+from ddadlib.paper import PAPER_SIZES
 from ddadlib.provenance import provenance
-from ddadlib.records import ImageRecord
-from ddadlib.splits import check_sizes, format_sizes, group_images, group_names, make_split, \
-    split_from_file, validate_split
 
 Log = Callable[[str], None]
 CHUNK = 256
-
-#: The authors' split sizes: Dn and the test images per class.
-PAPER_SIZES = {"rsna": {"n_normal": 3851, "n_test": 1000},
-               "vinbigdata": {"n_normal": 4000, "n_test": 1000}}
 
 
 def check_output(out: Path, overwrite: bool) -> None:
@@ -158,26 +173,36 @@ def decode_records(
     def chunk_path(start: int) -> Path:
         return work_dir / f"chunk_{start // CHUNK:06d}.npz"
 
-    paths = {s: [str(r.path) for r in records[s:s + CHUNK]] for s in starts}
+    paths = {s: [str(r.path) for r in records[s : s + CHUNK]] for s in starts}
     file_keys = {s: _files_key(paths[s]) for s in starts}
     todo = [s for s in starts if not _chunk_done(chunk_path(s), file_keys[s])]
     if len(todo) < len(starts):
-        print(f"resuming: {len(starts) - len(todo)} of {len(starts)} chunks already decoded",
-              file=sys.stderr)
+        print(
+            f"resuming: {len(starts) - len(todo)} of {len(starts)} chunks already decoded",
+            file=sys.stderr,
+        )
     cores = available_cores()
     if workers is not None and workers > cores:
-        print(f"note: {workers} workers asked for, but {cores} cores are available; "
-              f"decoding with {cores}", file=sys.stderr)
+        print(
+            f"note: {workers} workers asked for, but {cores} cores are available; "
+            f"decoding with {cores}",
+            file=sys.stderr,
+        )
     workers = max(1, min(workers or cores, cores))
 
     def save(start: int, result: dict[str, np.ndarray]) -> None:
-        atomic_write(chunk_path(start),
-                     lambda fh: np.savez(fh, key=np.array(file_keys[start]), **result))
+        atomic_write(
+            chunk_path(start), lambda fh: np.savez(fh, key=np.array(file_keys[start]), **result)
+        )
 
-    bar = tqdm(total=len(records), initial=len(records) - sum(
-        min(CHUNK, len(records) - s) for s in todo), unit="img", desc="decoding",
+    bar = tqdm(
+        total=len(records),
+        initial=len(records) - sum(min(CHUNK, len(records) - s) for s in todo),
+        unit="img",
+        desc="decoding",
         # without an explicit disable, tqdm's TQDM_DISABLE environment variable still applies
-        **({} if progress else {"disable": True}))
+        **({} if progress else {"disable": True}),
+    )
     if workers == 1 or len(todo) <= 1:
         for s in todo:
             save(s, _decode_chunk(paths[s], size))
@@ -200,8 +225,12 @@ def decode_records(
     bar.close()
     keys = ("images", "md5", "shape", "error")
     if not starts:
-        return {"images": np.zeros((0, size, size), np.uint8), "md5": np.array([], str),
-                "shape": np.zeros((0, 2), np.int64), "error": np.array([], str)}
+        return {
+            "images": np.zeros((0, size, size), np.uint8),
+            "md5": np.array([], str),
+            "shape": np.zeros((0, 2), np.int64),
+            "error": np.array([], str),
+        }
     chunks = []
     for s in starts:
         with np.load(chunk_path(s)) as chunk:
@@ -220,12 +249,16 @@ def _check_records(records: Sequence[ImageRecord], where: str) -> None:
             raise DataError(f"{where}: image id {r.id!r} appears twice")
         seen.add(r.id)
     counts = np.bincount([r.label for r in records], minlength=2)
-    for label, name, role in ((0, "normal", "Dn, the normal test images and a pool"),
-                              (1, "abnormal", "the abnormal test images and a pool")):
+    for label, name, role in (
+        (0, "normal", "Dn, the normal test images and a pool"),
+        (1, "abnormal", "the abnormal test images and a pool"),
+    ):
         if counts[label] == 0:
-            raise DataError(f"{where}: no {name} images (label {label}) among the "
-                            f"{len(records):,} images; DDAD needs both classes ({name} ones for "
-                            f"{role})")
+            raise DataError(
+                f"{where}: no {name} images (label {label}) among the "
+                f"{len(records):,} images; DDAD needs both classes ({name} ones for "
+                f"{role})"
+            )
 
 
 def prepare_records(
@@ -263,38 +296,61 @@ def prepare_records(
     work = out / ".partial"
     decoded = decode_records(records, size, work, workers=workers, progress=progress)
     bad = np.flatnonzero(decoded["error"] != "")
-    skipped = pd.DataFrame({"id": [records[i].id for i in bad],
-                            "path": [str(records[i].path) for i in bad],
-                            "error": decoded["error"][bad]})
+    skipped = pd.DataFrame(
+        {
+            "id": [records[i].id for i in bad],
+            "path": [str(records[i].path) for i in bad],
+            "error": decoded["error"][bad],
+        }
+    )
     if len(bad):
         lines = "\n".join(f"  {e}" for e in skipped["error"].head(10))
         more = f"\n  ... and {len(bad) - 10:,} more" if len(bad) > 10 else ""
         if on_error == "fail":
-            raise DataError(f"{where}: {len(bad):,} of {len(records):,} images could not be "
-                            f"decoded:\n{lines}{more}\n(fix or remove them, or pass "
-                            "--on-error skip to leave them out and list them in skipped.csv)")
-        log(f"warning: skipped {len(bad):,} of {len(records):,} images that could not be decoded "
-            f"(listed in {out / 'skipped.csv'}):\n{lines}{more}")
+            raise DataError(
+                f"{where}: {len(bad):,} of {len(records):,} images could not be "
+                f"decoded:\n{lines}{more}\n(fix or remove them, or pass "
+                "--on-error skip to leave them out and list them in skipped.csv)"
+            )
+        log(
+            f"warning: skipped {len(bad):,} of {len(records):,} images that could not be decoded "
+            f"(listed in {out / 'skipped.csv'}):\n{lines}{more}"
+        )
     keep = np.flatnonzero(decoded["error"] == "")
     kept = [records[i] for i in keep]
     if not kept:
         raise DataError(f"{where}: none of the {len(records):,} images could be decoded")
     shapes = decoded["shape"][keep]
-    manifest = pd.DataFrame({
-        "id": [r.id for r in kept],
-        "label": [r.label for r in kept],
-        "patient_id": [r.patient_id or "" for r in kept],
-        "finding": [r.finding for r in kept],
-        "md5": decoded["md5"][keep],
-        "orig_height": shapes[:, 0],
-        "orig_width": shapes[:, 1],
-        "boxes": [boxes_to_json(b.scaled(size / w, size / h) for b in r.boxes)
-                  for r, (h, w) in zip(kept, shapes)],
-    })
+    manifest = pd.DataFrame(
+        {
+            "id": [r.id for r in kept],
+            "label": [r.label for r in kept],
+            "patient_id": [r.patient_id or "" for r in kept],
+            "finding": [r.finding for r in kept],
+            "md5": decoded["md5"][keep],
+            "orig_height": shapes[:, 0],
+            "orig_width": shapes[:, 1],
+            "boxes": [
+                boxes_to_json(b.scaled(size / w, size / h) for b in r.boxes)
+                for r, (h, w) in zip(kept, shapes)
+            ],
+        }
+    )
     return _split_and_write(
-        out, decoded["images"][keep], manifest, source=source, where=where,
-        n_normal=n_normal, n_test=n_test, seed=seed, split_file=split_file,
-        options=options, skipped=skipped, log=log, cleanup=work)
+        out,
+        decoded["images"][keep],
+        manifest,
+        source=source,
+        where=where,
+        n_normal=n_normal,
+        n_test=n_test,
+        seed=seed,
+        split_file=split_file,
+        options=options,
+        skipped=skipped,
+        log=log,
+        cleanup=work,
+    )
 
 
 def _split_and_write(
@@ -325,22 +381,27 @@ def _split_and_write(
         chosen = default_sizes(labels)
         n_normal = chosen["n_normal"] if n_normal is None else n_normal
         n_test = chosen["n_test"] if n_test is None else n_test
-        split = make_split(ids, labels, n_normal=n_normal, n_test=n_test, seed=seed,
-                           groups=groups)
+        split = make_split(ids, labels, n_normal=n_normal, n_test=n_test, seed=seed, groups=groups)
         sizes_note = f"split sampled with seed {seed}"
     names = group_names(manifest["patient_id"].tolist(), manifest["md5"].tolist(), groups)
     validate_split(split, ids, labels, groups, where=str(split_file or where), names=names)
     n_mixed = len(set(groups[labels == 0].tolist()) & set(groups[labels == 1].tolist()))
     if n_mixed:
-        log(f"{where}: {n_mixed:,} patient/duplicate groups hold both normal and abnormal "
-            "images; each lies whole in the test set or in the pools, never in Dn")
+        log(
+            f"{where}: {n_mixed:,} patient/duplicate groups hold both normal and abnormal "
+            "images; each lies whole in the test set or in the pools, never in Dn"
+        )
     counts = np.bincount(labels, minlength=2)
     info = {
         "source": source,
         "where": where,
         "seed": seed,
-        "options": {**(options or {}), "n_normal": n_normal, "n_test": n_test,
-                    "split_file": str(split_file) if split_file else None},
+        "options": {
+            **(options or {}),
+            "n_normal": n_normal,
+            "n_test": n_test,
+            "split_file": str(split_file) if split_file else None,
+        },
         "counts": {"normal": int(counts[0]), "abnormal": int(counts[1])},
         "n_groups": n_groups,
         "n_skipped": 0 if skipped is None else int(len(skipped)),
@@ -351,38 +412,63 @@ def _split_and_write(
     write_dataset(out, images, manifest, split, info, masks=masks, skipped=skipped)
     if cleanup is not None:
         shutil.rmtree(cleanup, ignore_errors=True)
-    log(f"{out}: {len(images):,} images ({counts[0]:,} normal, {counts[1]:,} abnormal) of "
+    log(
+        f"{out}: {len(images):,} images ({counts[0]:,} normal, {counts[1]:,} abnormal) of "
         f"{images.shape[1]}x{images.shape[1]} in {n_groups:,} patient/duplicate groups; "
-        f"{sizes_note}")
+        f"{sizes_note}"
+    )
     log(f"  {format_sizes(split)}")
     return out
 
 
-def prepare_folder(root: str | Path, out: str | Path, labels: str | Path | None = None,
-                   patient_regex: str | None = None, normal_names: Sequence[str] = (),
-                   abnormal_names: Sequence[str] = (), log: Log = print, **kwargs) -> Path:
-    """Prepare a folder dataset (see :func:`ddadlib.folder.folder_records`)."""
-    from ddadlib.folder import folder_records
+def prepare_folder(
+    root: str | Path,
+    out: str | Path,
+    labels: str | Path | None = None,
+    patient_regex: str | None = None,
+    normal_names: Sequence[str] = (),
+    abnormal_names: Sequence[str] = (),
+    log: Log = print,
+    **kwargs,
+) -> Path:
+    """Prepare a folder dataset (see :func:`ddadlib.data.folder.folder_records`)."""
 
-    records, how = folder_records(root, labels, patient_regex=patient_regex,
-                                  normal_names=normal_names, abnormal_names=abnormal_names)
+    records, how = folder_records(
+        root,
+        labels,
+        patient_regex=patient_regex,
+        normal_names=normal_names,
+        abnormal_names=abnormal_names,
+    )
     log(f"{root}: {len(records):,} images; {how}")
     if not any(r.patient_id for r in records):
-        log(f"warning: {root}: no patient ids, so one patient's images may land in both "
+        log(
+            f"warning: {root}: no patient ids, so one patient's images may land in both "
             "training and test; give them with --patient-regex (from the file names) or a "
-            "patient_id column in labels.csv")
-    return prepare_records(records, out, source="folder", where=str(root), log=log,
-                           options={"root": str(root), "labels": str(labels) if labels else None,
-                                    "patient_regex": patient_regex,
-                                    "normal_names": list(normal_names),
-                                    "abnormal_names": list(abnormal_names),
-                                    "size": kwargs.get("size", 64)}, **kwargs)
+            "patient_id column in labels.csv"
+        )
+    return prepare_records(
+        records,
+        out,
+        source="folder",
+        where=str(root),
+        log=log,
+        options={
+            "root": str(root),
+            "labels": str(labels) if labels else None,
+            "patient_regex": patient_regex,
+            "normal_names": list(normal_names),
+            "abnormal_names": list(abnormal_names),
+            "size": kwargs.get("size", 64),
+        },
+        **kwargs,
+    )
 
 
-def prepare_kaggle(kind: str, root: str | Path, out: str | Path, log: Log = print,
-                   **kwargs) -> Path:
+def prepare_kaggle(
+    kind: str, root: str | Path, out: str | Path, log: Log = print, **kwargs
+) -> Path:
     """Prepare the RSNA Pneumonia (``kind="rsna"``) or VinBigData (``"vinbigdata"``) download."""
-    from ddadlib import kaggle
 
     readers = {"rsna": kaggle.rsna_records, "vinbigdata": kaggle.vinbigdata_records}
     records = readers[kind](Path(root))
@@ -392,8 +478,15 @@ def prepare_kaggle(kind: str, root: str | Path, out: str | Path, log: Log = prin
         if kwargs.get(name) is None:
             kwargs[name] = value
     kwargs.setdefault("on_error", "skip")
-    return prepare_records(records, out, source=kind, where=str(root), log=log,
-                           options={"root": str(root), "size": kwargs.get("size", 64)}, **kwargs)
+    return prepare_records(
+        records,
+        out,
+        source=kind,
+        where=str(root),
+        log=log,
+        options={"root": str(root), "size": kwargs.get("size", 64)},
+        **kwargs,
+    )
 
 
 #: Default split of the bundled chest X-rays (1,341 normal, 1,350 pneumonia): the pools keep 500
@@ -411,32 +504,50 @@ def prepare_kermany(
     log: Log = print,
 ) -> Path:
     """Prepare the bundled real chest X-rays (Kermany et al., CC BY 4.0; see
-    :mod:`ddadlib.kermany`) as a dataset: no path, no network.
+    :mod:`ddadlib.data.kermany`) as a dataset: no path, no network.
 
     Defaults: Dn 541 normal images and 300 + 300 test images, patients kept together; the rest
     form the pools (500 normal, 1,050 pneumonia). ``size`` may shrink the 64-pixel images.
     """
-    from ddadlib import kermany
 
     out = Path(out)
     if not 8 <= size <= kermany.BUNDLE_SIZE:
-        raise DataError(f"kermany: --size must be between 8 and {kermany.BUNDLE_SIZE}, the "
-                        f"size of the bundled images (got {size})")
+        raise DataError(
+            f"kermany: --size must be between 8 and {kermany.BUNDLE_SIZE}, the "
+            f"size of the bundled images (got {size})"
+        )
     check_output(out, overwrite)
     images, frame = kermany.load_bundle()
     if size != kermany.BUNDLE_SIZE:
         images = np.stack([resize(im, size) for im in images])
-    manifest = frame.assign(md5=[pixel_md5(im) for im in images], orig_height=kermany.BUNDLE_SIZE,
-                            orig_width=kermany.BUNDLE_SIZE, boxes="[]")
-    about = {"name": "Kermany chest X-rays (pediatric, Guangzhou), bundled with ddadlib",
-             "licence": kermany.LICENCE, "credit": kermany.CREDIT,
-             "modifications": kermany.MODIFICATIONS, "bundle": kermany.BUNDLE.name,
-             "bundle_sha256": kermany.bundle_sha256()}
+    manifest = frame.assign(
+        md5=[pixel_md5(im) for im in images],
+        orig_height=kermany.BUNDLE_SIZE,
+        orig_width=kermany.BUNDLE_SIZE,
+        boxes="[]",
+    )
+    about = {
+        "name": "Kermany chest X-rays (pediatric, Guangzhou), bundled with ddadlib",
+        "licence": kermany.LICENCE,
+        "credit": kermany.CREDIT,
+        "modifications": kermany.MODIFICATIONS,
+        "bundle": kermany.BUNDLE.name,
+        "bundle_sha256": kermany.bundle_sha256(),
+    }
     return _split_and_write(
-        out, images, manifest, source="kermany", where="kermany",
+        out,
+        images,
+        manifest,
+        source="kermany",
+        where="kermany",
         n_normal=KERMANY_DEFAULTS["n_normal"] if n_normal is None else n_normal,
-        n_test=KERMANY_DEFAULTS["n_test"] if n_test is None else n_test, seed=seed,
-        split_file=None, options={"size": size}, log=log, about=about)
+        n_test=KERMANY_DEFAULTS["n_test"] if n_test is None else n_test,
+        seed=seed,
+        split_file=None,
+        options={"size": size},
+        log=log,
+        about=about,
+    )
 
 
 #: Default sizes of the built-in synthetic set.
@@ -463,63 +574,90 @@ def prepare_synthetic(
     be drawn later at any AR from 0 to 1; with ``ar`` they hold exactly one Du at that AR.
     Images, their order and the split all follow from ``seed``.
     """
-    from ddadlib.splits import n_abnormal_at
-    from ddadlib.synthetic import MIN_SIZE as SYNTHETIC_MIN_SIZE
-    from ddadlib.synthetic import generate_synthetic_counts
 
     out = Path(out)
     n_normal = SYNTHETIC_DEFAULTS["n_normal"] if n_normal is None else n_normal
     n_test = SYNTHETIC_DEFAULTS["n_test"] if n_test is None else n_test
     m = SYNTHETIC_DEFAULTS["n_unlabeled"] if n_unlabeled is None else n_unlabeled
     if min(n_normal, n_test) < 1 or m < 0:
-        raise DataError(f"synthetic: --n-normal and --n-test must be at least 1 and "
-                        f"--n-unlabeled at least 0 (got {n_normal}, {n_test}, {m})")
+        raise DataError(
+            f"synthetic: --n-normal and --n-test must be at least 1 and "
+            f"--n-unlabeled at least 0 (got {n_normal}, {n_test}, {m})"
+        )
     if ar is not None and not 0.0 <= ar <= 1.0:
         raise DataError(f"synthetic: --ar must be between 0 and 1 (got {ar})")
     if not SYNTHETIC_MIN_SIZE <= size <= MAX_SIZE:
-        raise DataError(f"synthetic: --size must be between {SYNTHETIC_MIN_SIZE} and {MAX_SIZE} "
-                        f"(got {size})")
+        raise DataError(
+            f"synthetic: --size must be between {SYNTHETIC_MIN_SIZE} and {MAX_SIZE} (got {size})"
+        )
     check_output(out, overwrite)
     pool_abnormal = m if ar is None else n_abnormal_at(m, ar)
     pool_normal = m if ar is None else m - pool_abnormal
-    from ddadlib.synthetic import ABNORMALITY_KINDS, DEFAULT_SEVERITY
 
     kinds = tuple(kinds) if kinds is not None else ABNORMALITY_KINDS
     severity = tuple(severity) if severity is not None else DEFAULT_SEVERITY
     try:
-        data = generate_synthetic_counts(n_normal + n_test + pool_normal,
-                                         n_test + pool_abnormal, size=size, seed=seed,
-                                         kinds=kinds, severity=severity)
+        data = generate_synthetic_counts(
+            n_normal + n_test + pool_normal,
+            n_test + pool_abnormal,
+            size=size,
+            seed=seed,
+            kinds=kinds,
+            severity=severity,
+        )
     except ValueError as exc:
         raise DataError(f"synthetic: {exc}") from None
     # Shuffle so that an image's position (and id) says nothing about its label.
     order = np.random.default_rng([seed, 1]).permutation(len(data.labels))
     images, masks, labels = data.images[order], data.masks[order], data.labels[order]
     kinds = [data.kinds[i] for i in order]
-    manifest = pd.DataFrame({
-        "id": [f"syn-{i:06d}" for i in range(len(order))],
-        "label": labels,
-        "patient_id": "",
-        "finding": kinds,
-        "md5": [pixel_md5(im) for im in images],
-        "orig_height": size,
-        "orig_width": size,
-        "boxes": [boxes_to_json(_mask_boxes(mk, kind)) for mk, kind in zip(masks, kinds)],
-        "severity": np.round(data.severity[order], 4),
-    })
-    options = {"n_unlabeled": m, "ar": ar, "size": size, "kinds": list(kinds),
-               "severity": list(severity),
-               "pools": {"normal": pool_normal, "abnormal": pool_abnormal}}
-    return _split_and_write(out, images, manifest, source="synthetic", where="synthetic",
-                            n_normal=n_normal, n_test=n_test, seed=seed, split_file=None,
-                            options=options, log=log, masks=masks)
+    manifest = pd.DataFrame(
+        {
+            "id": [f"syn-{i:06d}" for i in range(len(order))],
+            "label": labels,
+            "patient_id": "",
+            "finding": kinds,
+            "md5": [pixel_md5(im) for im in images],
+            "orig_height": size,
+            "orig_width": size,
+            "boxes": [boxes_to_json(_mask_boxes(mk, kind)) for mk, kind in zip(masks, kinds)],
+            "severity": np.round(data.severity[order], 4),
+        }
+    )
+    options = {
+        "n_unlabeled": m,
+        "ar": ar,
+        "size": size,
+        "kinds": list(kinds),
+        "severity": list(severity),
+        "pools": {"normal": pool_normal, "abnormal": pool_abnormal},
+    }
+    return _split_and_write(
+        out,
+        images,
+        manifest,
+        source="synthetic",
+        where="synthetic",
+        n_normal=n_normal,
+        n_test=n_test,
+        seed=seed,
+        split_file=None,
+        options=options,
+        log=log,
+        masks=masks,
+    )
 
 
 def _mask_boxes(mask: np.ndarray, label: str) -> list:
-    from ddadlib.records import Box
-
     if not mask.any():
         return []
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return [Box(float(cols[0]), float(rows[0]), float(cols[-1] - cols[0] + 1),
-                float(rows[-1] - rows[0] + 1), label)]
+    return [
+        Box(
+            float(cols[0]),
+            float(rows[0]),
+            float(cols[-1] - cols[0] + 1),
+            float(rows[-1] - rows[0] + 1),
+            label,
+        )
+    ]

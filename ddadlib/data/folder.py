@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ddadlib.data.imaging import IMAGE_EXTENSIONS
+from ddadlib.data.records import ImageRecord
 from ddadlib.errors import DataError
-from ddadlib.imaging import IMAGE_EXTENSIONS
-from ddadlib.records import ImageRecord
 
 #: Subfolder names (compared in lower case, with spaces and dashes as underscores) read as normal.
 NORMAL_FOLDER_NAMES = ("normal", "0", "no_finding")
@@ -19,13 +19,47 @@ NORMAL_FOLDER_NAMES = ("normal", "0", "no_finding")
 #: X-ray sets (Kermany, ChestX-ray14, VinBigData, the COVID-19 radiography set, Shenzhen TB).
 #: Any other name is refused until ``normal_names`` or ``abnormal_names`` says what it holds.
 FINDING_FOLDER_NAMES = (
-    "1", "abnormal", "anomaly", "disease", "pneumonia", "bacteria", "bacterial", "virus",
-    "viral", "viral_pneumonia", "bacterial_pneumonia", "covid", "covid19", "covid_19",
-    "tuberculosis", "tb", "opacity", "lung_opacity", "atelectasis", "cardiomegaly", "effusion",
-    "pleural_effusion", "infiltration", "infiltrate", "mass", "nodule", "nodule_mass",
-    "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pulmonary_fibrosis",
-    "pleural_thickening", "hernia", "aortic_enlargement", "calcification", "ild",
-    "other_lesion", "lesion", "fracture",
+    "1",
+    "abnormal",
+    "anomaly",
+    "disease",
+    "pneumonia",
+    "bacteria",
+    "bacterial",
+    "virus",
+    "viral",
+    "viral_pneumonia",
+    "bacterial_pneumonia",
+    "covid",
+    "covid19",
+    "covid_19",
+    "tuberculosis",
+    "tb",
+    "opacity",
+    "lung_opacity",
+    "atelectasis",
+    "cardiomegaly",
+    "effusion",
+    "pleural_effusion",
+    "infiltration",
+    "infiltrate",
+    "mass",
+    "nodule",
+    "nodule_mass",
+    "pneumothorax",
+    "consolidation",
+    "edema",
+    "emphysema",
+    "fibrosis",
+    "pulmonary_fibrosis",
+    "pleural_thickening",
+    "hernia",
+    "aortic_enlargement",
+    "calcification",
+    "ild",
+    "other_lesion",
+    "lesion",
+    "fracture",
 )
 
 
@@ -59,13 +93,17 @@ def folder_records(
         raise DataError(f"{labels_path}: labels file not found")
     if labels_path.is_file():
         if normal_names or abnormal_names:
-            raise DataError(f"{labels_path}: --normal-names / --abnormal-names name class "
-                            "subfolders, but the labels come from this file; leave them out")
+            raise DataError(
+                f"{labels_path}: --normal-names / --abnormal-names name class "
+                "subfolders, but the labels come from this file; leave them out"
+            )
         records = _records_from_csv(root, labels_path)
         how = f"labels from {labels_path}"
         if patient_regex is not None and any(r.patient_id for r in records):
-            raise DataError(f"{labels_path}: has patient ids already; --patient-regex is for "
-                            "folders without them (leave one of the two out)")
+            raise DataError(
+                f"{labels_path}: has patient ids already; --patient-regex is for "
+                "folders without them (leave one of the two out)"
+            )
     else:
         records, how = _records_from_subfolders(root, normal_names, abnormal_names)
     if patient_regex is not None:
@@ -85,8 +123,9 @@ def patient_ids_from_names(ids: Sequence[str], pattern: str, where: str) -> list
     try:
         rx = re.compile(pattern)
     except re.error as exc:
-        raise DataError(f"--patient-regex {pattern!r} is not a valid regular expression "
-                        f"({exc})") from None
+        raise DataError(
+            f"--patient-regex {pattern!r} is not a valid regular expression ({exc})"
+        ) from None
     group: str | int = "patient" if "patient" in rx.groupindex else (1 if rx.groups else 0)
     out, bad = [], []
     for id_ in ids:
@@ -96,9 +135,11 @@ def patient_ids_from_names(ids: Sequence[str], pattern: str, where: str) -> list
             bad.append(id_)
         out.append(value or "")
     if bad:
-        raise DataError(f"{where}: --patient-regex {pattern!r} finds no patient id in "
-                        f"{len(bad):,} of {len(ids):,} file names (e.g. {', '.join(bad[:3])}); "
-                        "every file needs one (the regex is searched in the path below the root)")
+        raise DataError(
+            f"{where}: --patient-regex {pattern!r} finds no patient id in "
+            f"{len(bad):,} of {len(ids):,} file names (e.g. {', '.join(bad[:3])}); "
+            "every file needs one (the regex is searched in the path below the root)"
+        )
     return out
 
 
@@ -112,16 +153,20 @@ def _records_from_csv(root: Path, csv: Path) -> list[ImageRecord]:
     table.columns = [c.strip() for c in table.columns]
     missing = [c for c in ("filename", "label") if c not in table.columns]
     if missing:
-        raise DataError(f"{csv}: missing column(s) {', '.join(missing)} "
-                        f"(found: {', '.join(table.columns) or 'none'})")
+        raise DataError(
+            f"{csv}: missing column(s) {', '.join(missing)} "
+            f"(found: {', '.join(table.columns) or 'none'})"
+        )
     if table.empty:
         raise DataError(f"{csv}: the labels file has no rows")
     bad = table[~table["label"].str.strip().isin(["0", "1"])]
     if len(bad):
         row = bad.index[0] + 2  # 1-based, after the header line
-        raise DataError(f"{csv}: line {row}: label {bad['label'].iloc[0]!r} for "
-                        f"{bad['filename'].iloc[0]!r} is not 0 (normal) or 1 (abnormal)"
-                        + (f"; {len(bad)} such rows in all" if len(bad) > 1 else ""))
+        raise DataError(
+            f"{csv}: line {row}: label {bad['label'].iloc[0]!r} for "
+            f"{bad['filename'].iloc[0]!r} is not 0 (normal) or 1 (abnormal)"
+            + (f"; {len(bad)} such rows in all" if len(bad) > 1 else "")
+        )
     dup = table["filename"][table["filename"].duplicated()]
     if len(dup):
         raise DataError(f"{csv}: {dup.iloc[0]!r} is listed more than once")
@@ -130,22 +175,30 @@ def _records_from_csv(root: Path, csv: Path) -> list[ImageRecord]:
         name = Path(row.filename)
         # Only files below the root: an entry must not make us read anything else.
         if name.is_absolute() or ".." in name.parts:
-            raise DataError(f"{csv}: line {line}: filename {row.filename!r} points outside "
-                            f"{root} (an absolute path or '..'); list paths relative to the root "
-                            "folder, inside it")
+            raise DataError(
+                f"{csv}: line {line}: filename {row.filename!r} points outside "
+                f"{root} (an absolute path or '..'); list paths relative to the root "
+                "folder, inside it"
+            )
         path = root / name
         if not path.is_file():
             absent.append(row.filename)
             continue
         id_ = name.as_posix()
-        records.append(ImageRecord(
-            id=id_, path=path, label=int(row.label),
-            patient_id=(getattr(row, "patient_id", "") or None),
-            finding=getattr(row, "finding", "") or "",
-        ))
+        records.append(
+            ImageRecord(
+                id=id_,
+                path=path,
+                label=int(row.label),
+                patient_id=(getattr(row, "patient_id", "") or None),
+                finding=getattr(row, "finding", "") or "",
+            )
+        )
     if absent:
-        raise DataError(f"{csv}: {len(absent):,} listed image file(s) not found under {root} "
-                        f"(e.g. {', '.join(absent[:3])})")
+        raise DataError(
+            f"{csv}: {len(absent):,} listed image file(s) not found under {root} "
+            f"(e.g. {', '.join(absent[:3])})"
+        )
     return sorted(records, key=lambda r: r.id)
 
 
@@ -160,9 +213,13 @@ def _records_from_subfolders(
     classes, unknown, undecodable = [], [], []
     subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     for sub in subs:
-        files = sorted(p for p in sub.rglob("*")
-                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        files = sorted(
+            p
+            for p in sub.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in IMAGE_EXTENSIONS
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
         if not files:
             continue
         for f in files:
@@ -178,11 +235,15 @@ def _records_from_subfolders(
         else:
             unknown.append(sub.name)
     if undecodable:
-        shown = ", ".join(n.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                          for n in undecodable[:3])
-        raise DataError(f"{root}: {len(undecodable):,} file name(s) are not valid UTF-8 (e.g. "
-                        f"{shown}); rename them (manifest.csv and split.json store names as "
-                        "UTF-8)")
+        shown = ", ".join(
+            n.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            for n in undecodable[:3]
+        )
+        raise DataError(
+            f"{root}: {len(undecodable):,} file name(s) are not valid UTF-8 (e.g. "
+            f"{shown}); rename them (manifest.csv and split.json store names as "
+            "UTF-8)"
+        )
     if unknown:
         names = ", ".join(f"{n}/" for n in unknown)
         raise DataError(
@@ -192,15 +253,23 @@ def _records_from_subfolders(
         )
     missing = sorted((normal | abnormal) - {_normalise(s.name) for s, _, _ in classes})
     if missing:
-        raise DataError(f"{root}: no subfolder with images is named {', '.join(missing)} "
-                        "(given in --normal-names / --abnormal-names)")
+        raise DataError(
+            f"{root}: no subfolder with images is named {', '.join(missing)} "
+            "(given in --normal-names / --abnormal-names)"
+        )
     records, mapping = [], []
     for sub, label, files in classes:
-        mapping.append(f"{sub.name}/ -> {label} ({'normal' if label == 0 else 'abnormal'}, "
-                       f"{len(files):,} images)")
-        records += [ImageRecord(id=f.relative_to(root).as_posix(), path=f, label=label,
-                                finding=sub.name) for f in files]
+        mapping.append(
+            f"{sub.name}/ -> {label} ({'normal' if label == 0 else 'abnormal'}, "
+            f"{len(files):,} images)"
+        )
+        records += [
+            ImageRecord(id=f.relative_to(root).as_posix(), path=f, label=label, finding=sub.name)
+            for f in files
+        ]
     if not records:
-        raise DataError(f"{root}: no labels.csv and no class subfolders with images "
-                        f"({', '.join(IMAGE_EXTENSIONS)})")
+        raise DataError(
+            f"{root}: no labels.csv and no class subfolders with images "
+            f"({', '.join(IMAGE_EXTENSIONS)})"
+        )
     return records, "class subfolders: " + "; ".join(mapping)

@@ -22,6 +22,17 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pydicom
+from pydicom.dataset import FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi_lut,
+    get_decoder,
+    pixel_array,
+)
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ddadlib.errors import DataError
 
@@ -81,9 +92,6 @@ def read_dicom(path: str | Path) -> np.ndarray:
 
 
 def _read_dataset(p: Path):
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     if not p.exists():
         raise DataError(f"{p}: DICOM file not found")
     if not p.is_file():
@@ -119,12 +127,6 @@ def _read_dataset(p: Path):
 
 
 def _transfer_syntax(p: Path, ds):
-    from pydicom.uid import (
-        ExplicitVRBigEndian,
-        ExplicitVRLittleEndian,
-        ImplicitVRLittleEndian,
-    )
-
     meta = getattr(ds, "file_meta", None)
     tsyntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if tsyntax:
@@ -152,8 +154,6 @@ def _missing_decoder_message(p: Path, tsyntax, detail: str = "") -> str:
 
 
 def _decode_first_frame(p: Path, ds) -> np.ndarray:
-    from pydicom.pixels import get_decoder, pixel_array
-
     if "PixelData" not in ds:
         other = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
         what = (
@@ -170,8 +170,6 @@ def _decode_first_frame(p: Path, ds) -> np.ndarray:
 
     tsyntax = _transfer_syntax(p, ds)
     if getattr(ds, "file_meta", None) is None or "TransferSyntaxUID" not in ds.file_meta:
-        from pydicom.dataset import FileMetaDataset
-
         if getattr(ds, "file_meta", None) is None:
             ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = tsyntax
@@ -198,8 +196,6 @@ def _decode_first_frame(p: Path, ds) -> np.ndarray:
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if photometric == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
-
         try:
             arr = apply_color_lut(arr, ds)
         except Exception as e:  # noqa: BLE001
@@ -225,8 +221,6 @@ def _rgb_to_gray(arr: np.ndarray) -> np.ndarray:
 
 
 def _to_display_values(p: Path, ds, frame: np.ndarray) -> np.ndarray:
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if samples > 1 or photometric == "PALETTE COLOR":

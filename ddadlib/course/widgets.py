@@ -35,14 +35,15 @@ from IPython.display import Image
 from matplotlib.figure import Figure
 
 from ddadlib import plots
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.detectors import DDAD
 from ddadlib.errors import DataError
+from ddadlib.paper import BACKBONE_TITLES, SCORE_NAMES, SCORE_TITLES
+from ddadlib.runs.config import is_finished, read_config
+from ddadlib.runs.grid import load_metrics, load_results, load_scores
 
 __all__ = ["ARSlider", "HistogramExplorer", "ImageBrowser"]
 
-#: Image scores in the order the views offer them.
-SCORES = ("rec", "rec_ensemble", "intra", "inter")
-#: Readable backbone names, in the order the views list them.
-BACKBONE_TITLES = {"ae": "AE", "memae": "MemAE", "aeu": "AE-U", "fanogan": "f-AnoGAN"}
 #: The AR dropdown's value for a run without unlabeled images (f-AnoGAN).
 NO_AR = "none"
 _DPI = 96
@@ -78,16 +79,20 @@ class _Run:
     @property
     def names(self) -> list[str]:
         """The scores this run has (f-AnoGAN: ``rec`` only)."""
-        return [n for n in SCORES if n in self.metrics and n in self.scores
-                and self.scores[n].notna().all()]
+        return [
+            n
+            for n in SCORE_NAMES
+            if n in self.metrics and n in self.scores and self.scores[n].notna().all()
+        ]
 
     def values(self, name: str) -> np.ndarray:
         """Image scores ``(N,)``; ``rec`` of K > 1 networks as ``(K, N)``, one row per network
         of module B (the form :func:`ddadlib.plots.plot_score_histograms` and ``metrics.json``
         use)."""
         if name == "rec":
-            cols = sorted((c for c in self.scores.columns if c.startswith("rec_m")),
-                          key=lambda c: int(c[5:]))
+            cols = sorted(
+                (c for c in self.scores.columns if c.startswith("rec_m")), key=lambda c: int(c[5:])
+            )
             if len(cols) > 1:  # one network (f-AnoGAN): the plain column below
                 return self.scores[cols].to_numpy(dtype=np.float64).T
         return self.scores[name].to_numpy(dtype=np.float64)
@@ -95,8 +100,6 @@ class _Run:
 
 def _read_run(run: str | Path) -> _Run:
     """An evaluated run folder (a :class:`DataError` naming the folder and the fix otherwise)."""
-    from ddadlib.experiments import load_metrics, load_scores
-    from ddadlib.runs import read_config
 
     path = Path(run)
     if not path.is_dir():
@@ -114,15 +117,19 @@ def _read_runs(runs: str | Path | Iterable[str | Path]) -> list[_Run]:
         runs = [runs]
     runs = list(runs)
     if not runs:
-        raise ValueError("no runs given: pass a list of run folders (written by `ddad train` "
-                         "and scored by `ddad evaluate`)")
+        raise ValueError(
+            "no runs given: pass a list of run folders (written by `ddad train` "
+            "and scored by `ddad evaluate`)"
+        )
     out = [_read_run(r) for r in runs]
     seen: dict[tuple, Path] = {}
     for r in out:
         key = (r.backbone, r.ar, r.seed)
         if key in seen:
-            raise ValueError(f"{seen[key]} and {r.path} are both {r.backbone} at AR {r.ar} with "
-                             f"seed {r.seed}: give one run per backbone, AR and seed")
+            raise ValueError(
+                f"{seen[key]} and {r.path} are both {r.backbone} at AR {r.ar} with "
+                f"seed {r.seed}: give one run per backbone, AR and seed"
+            )
         seen[key] = r.path
     return out
 
@@ -227,32 +234,46 @@ class HistogramExplorer(_View):
     on ``ar`` (default the paper's 0.6) where that AR was run.
     """
 
-    def __init__(self, runs: str | Path | Iterable[str | Path], score: str = "inter",
-                 bins: int = 40, ar: float | None = 0.6) -> None:
+    def __init__(
+        self,
+        runs: str | Path | Iterable[str | Path],
+        score: str = "inter",
+        bins: int = 40,
+        ar: float | None = 0.6,
+    ) -> None:
         super().__init__()
         self.runs = _read_runs(runs)
         self._first_ar = ar  # shown first when the first backbone was run at it
         backbones = _backbone_order(r.backbone for r in self.runs)
         self.backbone = widgets.Dropdown(
-            options=[(BACKBONE_TITLES.get(b, b), b) for b in backbones], value=backbones[0],
-            description="backbone")
+            options=[(BACKBONE_TITLES.get(b, b), b) for b in backbones],
+            value=backbones[0],
+            description="backbone",
+        )
         self.ar = widgets.Dropdown(description="AR")
         self.seed = widgets.Dropdown(description="seed")
         self.score = widgets.Dropdown(description="score")
-        self.bins = widgets.IntSlider(value=bins, min=5, max=100, step=1, description="bins",
-                                      continuous_update=False)
+        self.bins = widgets.IntSlider(
+            value=bins, min=5, max=100, step=1, description="bins", continuous_update=False
+        )
         with self._hold():
             self._sync(None, score=score)
         self._watch(self.backbone, self.ar, self.seed, self.score, self.bins)
-        self.children = (widgets.HBox([self.backbone, self.ar, self.seed]),
-                         widgets.HBox([self.score, self.bins]), self.output)
+        self.children = (
+            widgets.HBox([self.backbone, self.ar, self.seed]),
+            widgets.HBox([self.score, self.bins]),
+            self.output,
+        )
         self._render()
 
     def _sync(self, changed: widgets.Widget | None, score: str | None = None) -> None:
         mine = [r for r in self.runs if r.backbone == self.backbone.value]
         ars = sorted({r.ar for r in mine}, key=lambda a: -1.0 if a is None else a)
-        _set_options(self.ar, [(_ar_label(a), _ar_key(a)) for a in ars],
-                     keep=_ar_key(self._first_ar) if changed is None else None)
+        _set_options(
+            self.ar,
+            [(_ar_label(a), _ar_key(a)) for a in ars],
+            keep=_ar_key(self._first_ar) if changed is None else None,
+        )
         self.ar.disabled = len(ars) == 1 and ars[0] is None
         mine = [r for r in mine if _ar_key(r.ar) == self.ar.value]
         _set_options(self.seed, sorted({r.seed for r in mine}))
@@ -260,15 +281,21 @@ class HistogramExplorer(_View):
         if not names:
             raise DataError(f"{self.run.path}: metrics.json and scores.csv share no score")
         keep = score or self.score.value
-        _set_options(self.score, [(plots._SCORE_TITLES.get(n, n), n) for n in names],
-                     keep=keep if keep in names else ("inter" if "inter" in names else names[0]))
+        _set_options(
+            self.score,
+            [(SCORE_TITLES.get(n, n), n) for n in names],
+            keep=keep if keep in names else ("inter" if "inter" in names else names[0]),
+        )
 
     @property
     def run(self) -> _Run:
         """The run shown."""
         for r in self.runs:
-            if (r.backbone == self.backbone.value and _ar_key(r.ar) == self.ar.value
-                    and r.seed == self.seed.value):
+            if (
+                r.backbone == self.backbone.value
+                and _ar_key(r.ar) == self.ar.value
+                and r.seed == self.seed.value
+            ):
                 return r
         raise LookupError("no run matches the controls")  # not reachable through the controls
 
@@ -276,18 +303,33 @@ class HistogramExplorer(_View):
         run, name = self.run, self.score.value
         m = run.metrics[name]
         labels = run.labels
-        return {"run": str(run.path), "backbone": run.backbone, "ar": run.ar, "seed": run.seed,
-                "score": name, "bins": int(self.bins.value), "auc": float(m["auc"]),
-                "auc_std": m.get("auc_std"), "ap": m.get("ap"),
-                "n_normal": int((labels == 0).sum()), "n_abnormal": int((labels == 1).sum())}
+        return {
+            "run": str(run.path),
+            "backbone": run.backbone,
+            "ar": run.ar,
+            "seed": run.seed,
+            "score": name,
+            "bins": int(self.bins.value),
+            "auc": float(m["auc"]),
+            "auc_std": m.get("auc_std"),
+            "ap": m.get("ap"),
+            "n_normal": int((labels == 0).sum()),
+            "n_abnormal": int((labels == 1).sum()),
+        }
 
     def _build(self) -> Figure:
         run, name = self.run, self.score.value
-        title = (f"{BACKBONE_TITLES.get(run.backbone, run.backbone)}, AR {_ar_label(run.ar)}, "
-                 f"seed {run.seed}")
-        return plots.plot_score_histograms({name: run.values(name)}, run.labels,
-                                           {name: run.metrics[name]}, bins=int(self.bins.value),
-                                           title=title)
+        title = (
+            f"{BACKBONE_TITLES.get(run.backbone, run.backbone)}, AR {_ar_label(run.ar)}, "
+            f"seed {run.seed}"
+        )
+        return plots.plot_score_histograms(
+            {name: run.values(name)},
+            run.labels,
+            {name: run.metrics[name]},
+            bins=int(self.bins.value),
+            title=title,
+        )
 
 
 # -- 2. test images one at a time -----------------------------------------------------------------
@@ -305,25 +347,34 @@ class ImageBrowser(_View):
     ``scores.csv`` when the run was evaluated) and the maps shown.
     """
 
-    def __init__(self, run: str | Path, data: str | Path | None = None, filter: str = "all",
-                 index: int = 0, device: str | None = "cpu") -> None:
-        from ddadlib.dataset import PreparedDataset
-        from ddadlib.estimator import DDAD
-        from ddadlib.runs import is_finished, read_config
+    def __init__(
+        self,
+        run: str | Path,
+        data: str | Path | None = None,
+        filter: str = "all",
+        index: int = 0,
+        device: str | None = "cpu",
+    ) -> None:
 
         super().__init__()
         self.path = Path(run)
         self.config = read_config(self.path)
         if not is_finished(self.path):
-            raise DataError(f"{self.path}: training has not finished (no model.pt); run "
-                            "`ddad train` with the same settings to resume it")
-        self.dataset = PreparedDataset.load(data if data is not None
-                                            else self.config["data_path"], mmap=True)
+            raise DataError(
+                f"{self.path}: training has not finished (no model.pt); run "
+                "`ddad train` with the same settings to resume it"
+            )
+        self.dataset = PreparedDataset.load(
+            data if data is not None else self.config["data_path"], mmap=True
+        )
         if self.dataset.size != self.config.get("size", self.dataset.size):
-            raise DataError(f"{self.dataset.root}: images are {self.dataset.size} pixels, the "
-                            f"run was trained on {self.config['size']}")
-        self.rows = np.concatenate([self.dataset.part("test_normal"),
-                                    self.dataset.part("test_abnormal")])
+            raise DataError(
+                f"{self.dataset.root}: images are {self.dataset.size} pixels, the "
+                f"run was trained on {self.config['size']}"
+            )
+        self.rows = np.concatenate(
+            [self.dataset.part("test_normal"), self.dataset.part("test_abnormal")]
+        )
         self.labels = self.dataset.labels[self.rows]
         all_ids = self.dataset.ids
         self.ids = [all_ids[i] for i in self.rows]
@@ -339,10 +390,16 @@ class ImageBrowser(_View):
 
         if filter not in ("all", "normal", "abnormal"):
             raise ValueError(f"filter must be 'all', 'normal' or 'abnormal', got {filter!r}")
-        self.filter = widgets.ToggleButtons(options=["all", "normal", "abnormal"], value=filter,
-                                            description="show")
-        self.index = widgets.IntSlider(value=0, min=0, max=max(len(self.shown) - 1, 0),
-                                       description="image", continuous_update=False)
+        self.filter = widgets.ToggleButtons(
+            options=["all", "normal", "abnormal"], value=filter, description="show"
+        )
+        self.index = widgets.IntSlider(
+            value=0,
+            min=0,
+            max=max(len(self.shown) - 1, 0),
+            description="image",
+            continuous_update=False,
+        )
         self.index.value = int(np.clip(index, 0, self.index.max))
         self.prev_button = widgets.Button(description="◀ previous", tooltip="previous image")
         self.next_button = widgets.Button(description="next ▶", tooltip="next image")
@@ -350,9 +407,12 @@ class ImageBrowser(_View):
         self.next_button.on_click(lambda _: self.step(+1))
         self.info = widgets.HTML()
         self._watch(self.filter, self.index)
-        self.children = (self.filter,
-                         widgets.HBox([self.prev_button, self.index, self.next_button]),
-                         self.info, self.output)
+        self.children = (
+            self.filter,
+            widgets.HBox([self.prev_button, self.index, self.next_button]),
+            self.info,
+            self.output,
+        )
         self._render()
 
     @property
@@ -394,17 +454,26 @@ class ImageBrowser(_View):
         scores = {}
         if self.scores is not None:
             row = self.scores.iloc[i]
-            scores = {n: float(row[n]) for n in SCORES if n in row and pd.notna(row[n])}
+            scores = {n: float(row[n]) for n in SCORE_NAMES if n in row and pd.notna(row[n])}
         masks = self.dataset.masks
-        state = {"test_index": i, "position": int(self.index.value), "n_shown": len(shown),
-                 "filter": self.filter.value, "id": self.ids[i], "label": label,
-                 "label_name": "abnormal" if label else "normal", "scores": scores,
-                 "has_mask": bool(masks is not None and masks[self.rows[i]].any()),
-                 "maps": list(self.maps(i))}
-        text = " · ".join(f"{plots._SCORE_TITLES.get(n, n)} {v:.4g}" for n, v in scores.items())
-        self.info.value = (f"<b>{state['id']}</b> ({state['label_name']}), image "
-                           f"{state['position'] + 1} of {len(shown)}"
-                           + (f"<br>image scores: {text}" if text else ""))
+        state = {
+            "test_index": i,
+            "position": int(self.index.value),
+            "n_shown": len(shown),
+            "filter": self.filter.value,
+            "id": self.ids[i],
+            "label": label,
+            "label_name": "abnormal" if label else "normal",
+            "scores": scores,
+            "has_mask": bool(masks is not None and masks[self.rows[i]].any()),
+            "maps": list(self.maps(i)),
+        }
+        text = " · ".join(f"{SCORE_TITLES.get(n, n)} {v:.4g}" for n, v in scores.items())
+        self.info.value = (
+            f"<b>{state['id']}</b> ({state['label_name']}), image "
+            f"{state['position'] + 1} of {len(shown)}"
+            + (f"<br>image scores: {text}" if text else "")
+        )
         return state
 
     def _build(self) -> Figure:
@@ -412,8 +481,12 @@ class ImageBrowser(_View):
         row = self.rows[i]
         masks = self.dataset.masks
         return plots.plot_score_maps(
-            np.asarray(self.dataset.images[row])[None], self.maps(i), labels=self.labels[i:i + 1],
-            masks=np.asarray(masks[row])[None] if masks is not None else None, ids=[self.ids[i]])
+            np.asarray(self.dataset.images[row])[None],
+            self.maps(i),
+            labels=self.labels[i : i + 1],
+            masks=np.asarray(masks[row])[None] if masks is not None else None,
+            ids=[self.ids[i]],
+        )
 
 
 # -- 3. the anomaly-rate ablation -----------------------------------------------------------------
@@ -425,47 +498,62 @@ class ARSlider(_View):
     The curve shows the mean AUC over seeds at each AR (band: ± one standard deviation, with
     two seeds or more) of ``inter``, ``intra`` and the baseline ``rec``; the control ``ar`` (a
     selection slider) marks one AR, whose histograms (of the run with the smallest seed at
-    that AR) are drawn below. ``table`` is :func:`ddadlib.experiments.load_results` of the
+    that AR) are drawn below. ``table`` is :func:`ddadlib.runs.grid.load_results` of the
     runs (rows of the curve's scores), ``curve`` its mean, sd and count per score and AR;
     ``current`` holds the AR, the run shown, its AUCs and the means and sds at that AR.
     """
 
     CURVE_SCORES = ("inter", "intra", "rec")
 
-    def __init__(self, runs: str | Path | Iterable[str | Path], backbone: str | None = None,
-                 ar: float | None = None, bins: int = 30) -> None:
-        from ddadlib.experiments import load_results
+    def __init__(
+        self,
+        runs: str | Path | Iterable[str | Path],
+        backbone: str | None = None,
+        ar: float | None = None,
+        bins: int = 30,
+    ) -> None:
 
         super().__init__()
         loaded = [r for r in _read_runs(runs) if r.ar is not None]
         if not loaded:
-            raise ValueError("no run with an AR among the runs (f-AnoGAN trains on Dn only); "
-                             "give the runs of an AR ablation")
+            raise ValueError(
+                "no run with an AR among the runs (f-AnoGAN trains on Dn only); "
+                "give the runs of an AR ablation"
+            )
         backbones = _backbone_order(r.backbone for r in loaded)
         if backbone is None:
             if len(backbones) > 1:
-                raise ValueError(f"the runs hold several backbones ({', '.join(backbones)}); "
-                                 "choose one with backbone=")
+                raise ValueError(
+                    f"the runs hold several backbones ({', '.join(backbones)}); "
+                    "choose one with backbone="
+                )
             backbone = backbones[0]
         elif backbone not in backbones:
-            raise ValueError(f"no run of backbone {backbone!r}; the runs hold "
-                             f"{', '.join(backbones)}")
+            raise ValueError(
+                f"no run of backbone {backbone!r}; the runs hold {', '.join(backbones)}"
+            )
         self.backbone_name = backbone
         self.runs = [r for r in loaded if r.backbone == backbone]
         self.bins = int(bins)
         results = load_results([r.path for r in self.runs])
         self.table = results[results["score"].isin(self.CURVE_SCORES)].reset_index(drop=True)
-        self.curve = (self.table.groupby(["score", "ar"])["auc"]
-                      .agg(mean="mean", sd=lambda s: s.std(ddof=1) if len(s) > 1 else np.nan,
-                           n="count").reset_index())
+        self.curve = (
+            self.table.groupby(["score", "ar"])["auc"]
+            .agg(mean="mean", sd=lambda s: s.std(ddof=1) if len(s) > 1 else np.nan, n="count")
+            .reset_index()
+        )
         ars = sorted({r.ar for r in self.runs})
         if ar is None:
             ar = 0.6 if 0.6 in ars else ars[0]
         if ar not in ars:
             have = ", ".join(f"{a:g}" for a in ars)
             raise ValueError(f"AR {ar} was not run; the runs have {have}")
-        self.ar = widgets.SelectionSlider(options=[(f"{a:g}", a) for a in ars], value=ar,
-                                          description="AR", continuous_update=False)
+        self.ar = widgets.SelectionSlider(
+            options=[(f"{a:g}", a) for a in ars],
+            value=ar,
+            description="AR",
+            continuous_update=False,
+        )
         self._watch(self.ar)
         self.children = (self.ar, self.output)
         self._render()
@@ -478,20 +566,28 @@ class ARSlider(_View):
     def _state(self) -> dict[str, Any]:
         run = self.run
         at = self.curve[self.curve["ar"] == self.ar.value].set_index("score")
-        return {"backbone": self.backbone_name, "ar": float(self.ar.value), "seed": run.seed,
-                "run": str(run.path), "scores": [n for n in self.CURVE_SCORES if n in run.names],
-                "auc": {n: float(run.metrics[n]["auc"]) for n in self.CURVE_SCORES
-                        if n in run.names},
-                "mean_auc": at["mean"].to_dict(), "sd_auc": at["sd"].to_dict(),
-                "n_seeds": int(at["n"].max())}
+        return {
+            "backbone": self.backbone_name,
+            "ar": float(self.ar.value),
+            "seed": run.seed,
+            "run": str(run.path),
+            "scores": [n for n in self.CURVE_SCORES if n in run.names],
+            "auc": {n: float(run.metrics[n]["auc"]) for n in self.CURVE_SCORES if n in run.names},
+            "mean_auc": at["mean"].to_dict(),
+            "sd_auc": at["sd"].to_dict(),
+            "n_seeds": int(at["n"].max()),
+        }
 
     def _build(self) -> Figure:
         run, chosen = self.run, float(self.ar.value)
         names = [n for n in self.CURVE_SCORES if n in run.names]
-        title = (f"{BACKBONE_TITLES.get(self.backbone_name, self.backbone_name)}: AR ablation; "
-                 f"below, the histograms at AR {chosen:g} (seed {run.seed})")
-        fig = plots.plot_score_histograms({n: run.values(n) for n in names}, run.labels,
-                                          run.metrics, bins=self.bins, title=title)
+        title = (
+            f"{BACKBONE_TITLES.get(self.backbone_name, self.backbone_name)}: AR ablation; "
+            f"below, the histograms at AR {chosen:g} (seed {run.seed})"
+        )
+        fig = plots.plot_score_histograms(
+            {n: run.values(n) for n in names}, run.labels, run.metrics, bins=self.bins, title=title
+        )
         # the AUC-against-AR curve goes above the histogram panels, in the same figure
         hist_axes = list(fig.axes)
         width, height = fig.get_size_inches()
@@ -501,10 +597,17 @@ class ARSlider(_View):
             ax.set_subplotspec(grid[1, col])
         ax = fig.add_subplot(grid[0, :])
         plots.draw_ar_curve(ax, self.table, names, marked_ar=chosen)
-        ax.set_xlabel(f"anomaly rate of the unlabeled set (AR); marked: AR {chosen:g}, shown "
-                      "below", fontsize=9)
+        ax.set_xlabel(
+            f"anomaly rate of the unlabeled set (AR); marked: AR {chosen:g}, shown below",
+            fontsize=9,
+        )
         ax.set_ylabel("AUC", fontsize=9)
-        ax.legend(fontsize=8, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0),
-                  ncols=len(names))
+        ax.legend(
+            fontsize=8,
+            frameon=False,
+            loc="lower center",
+            bbox_to_anchor=(0.5, 1.0),
+            ncols=len(names),
+        )
         ax.tick_params(labelsize=8)
         return fig

@@ -1,4 +1,4 @@
-"""DDAD's anomaly scores as pure functions of reconstructions (``../shared/METHOD.md``).
+"""DDAD's anomaly scores as pure functions of reconstructions (``docs/method.md``).
 
 Inputs are tensors (or arrays) with the members first: ``recon_a`` and ``recon_b`` are
 ``(K, N, 1, S, S)`` reconstructions by modules A and B, ``logvar_b`` (AE-U only) B's
@@ -20,23 +20,23 @@ from __future__ import annotations
 
 import torch
 
-SCORES = ("rec", "rec_ensemble", "intra", "inter")
-
 
 def uncertainty(logvar_b: torch.Tensor) -> torch.Tensor:
     """AE-U's ``sigma^2``: the mean over B's members of ``exp(logvar)``."""
     return torch.exp(logvar_b).mean(dim=0)
 
 
-def rec_map(x: torch.Tensor, recon: torch.Tensor, logvar: torch.Tensor | None = None
-            ) -> torch.Tensor:
+def rec_map(
+    x: torch.Tensor, recon: torch.Tensor, logvar: torch.Tensor | None = None
+) -> torch.Tensor:
     """Reconstruction error of each network on its own (members first or a single network)."""
     err = (x - recon) ** 2
     return err if logvar is None else err * torch.exp(-logvar)
 
 
-def rec_ensemble_map(x: torch.Tensor, recon_b: torch.Tensor,
-                     logvar_b: torch.Tensor | None = None) -> torch.Tensor:
+def rec_ensemble_map(
+    x: torch.Tensor, recon_b: torch.Tensor, logvar_b: torch.Tensor | None = None
+) -> torch.Tensor:
     """Reconstruction error against module B's mean ``mu_B``."""
     err = (x - recon_b.mean(dim=0)) ** 2
     return err if logvar_b is None else err / uncertainty(logvar_b)
@@ -50,19 +50,26 @@ def intra_map(recon_b: torch.Tensor, logvar_b: torch.Tensor | None = None) -> to
     return var.sqrt() if logvar_b is None else torch.sqrt(var / uncertainty(logvar_b))
 
 
-def inter_map(recon_a: torch.Tensor, recon_b: torch.Tensor,
-              logvar_b: torch.Tensor | None = None) -> torch.Tensor:
+def inter_map(
+    recon_a: torch.Tensor, recon_b: torch.Tensor, logvar_b: torch.Tensor | None = None
+) -> torch.Tensor:
     """Inter-discrepancy: ``|mu_A - mu_B|`` (divided by ``sigma`` with AE-U)."""
     diff = (recon_a.mean(dim=0) - recon_b.mean(dim=0)).abs()
     return diff if logvar_b is None else diff / uncertainty(logvar_b).sqrt()
 
 
-def score_maps(x: torch.Tensor, recon_b: torch.Tensor, recon_a: torch.Tensor | None = None,
-               logvar_b: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def score_maps(
+    x: torch.Tensor,
+    recon_b: torch.Tensor,
+    recon_a: torch.Tensor | None = None,
+    logvar_b: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """All maps at once: ``rec`` (per member), ``rec_ensemble``, ``intra`` (K >= 2) and
     ``inter`` (when module A is given)."""
-    maps = {"rec": rec_map(x, recon_b, logvar_b),
-            "rec_ensemble": rec_ensemble_map(x, recon_b, logvar_b)}
+    maps = {
+        "rec": rec_map(x, recon_b, logvar_b),
+        "rec_ensemble": rec_ensemble_map(x, recon_b, logvar_b),
+    }
     if recon_b.shape[0] >= 2:
         maps["intra"] = intra_map(recon_b, logvar_b)
     if recon_a is not None:

@@ -1,0 +1,229 @@
+"""Training a run folder: :func:`train_run`, under the folder's lock (:func:`run_lock`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from ddadlib.data.dataset import PreparedDataset
+from ddadlib.detectors import DDAD
+from ddadlib.errors import DataError
+from ddadlib.fileio import atomic_write_json, stale_temp_files
+from ddadlib.runs.config import (
+    LOCK_FILE,
+    MODULE_B_KEYS,
+    RUN_FILES,
+    Log,
+    config_differences,
+    fingerprint_matches,
+    has_trained,
+    is_finished,
+    read_config,
+    recorded_fingerprint,
+)
+
+
+@contextlib.contextmanager
+def run_lock(run: str | Path) -> Iterator[None]:
+    """Hold the lock of a run folder while training or evaluating it; a :class:`DataError`
+    naming the other process when one holds it. The operating system releases the lock of a
+    process that dies, so a stale lock file is simply taken over. A folder that cannot be
+    written (read-only media) is not locked: nothing can be written there either."""
+    path = Path(run) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if path.parent.is_dir() and not os.access(path.parent, os.W_OK):
+            yield
+            return
+        raise DataError(f"{path}: cannot create the lock file ({exc.strerror})") from None
+    try:
+        try:
+            _lock(fd)
+        except OSError:
+            try:
+                os.lseek(fd, 0, os.SEEK_SET)
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            except OSError:  # Windows: the holder's locked byte cannot be read
+                holder = "unknown"
+            raise DataError(
+                f"{run}: another process (pid {holder}) is training or evaluating "
+                "this run; wait for it to finish or stop it, then run the command "
+                "again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: lock the first byte
+        import msvcrt
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def remove_stale_temp_files(run: Path, log: Log) -> None:
+    """Delete the temporary files that interrupted writes left in ``run``; call it only under the
+    run's lock (no other process of ours writes there then)."""
+    found = stale_temp_files(run, RUN_FILES) + stale_temp_files(
+        run / "checkpoints", ("A.ckpt", "B.ckpt")
+    )
+    for p in found:
+        p.unlink(missing_ok=True)
+    if found:
+        log(f"{run}: removed {len(found)} temporary file(s) of an interrupted write")
+
+
+def _find_module_b(run: Path, cfg: dict) -> Path | None:
+    want = {k: cfg[k] for k in MODULE_B_KEYS}
+    if not run.parent.is_dir():
+        return None
+    for other in sorted(run.parent.iterdir()):
+        if other == run or not is_finished(other):
+            continue
+        try:
+            ocfg = read_config(other)
+        except DataError:
+            continue
+        if {k: ocfg.get(k) for k in MODULE_B_KEYS} == want and ocfg.get("backbone") != "fanogan":
+            return other
+    return None
+
+
+def train_run(
+    run: str | Path,
+    cfg: dict,
+    *,
+    progress: bool = True,
+    vectorised: bool | None = None,
+    log: Log = print,
+) -> DDAD:
+    """Train (or resume, or reuse) the run ``cfg`` in folder ``run``; return the model.
+
+    The folder is locked while training (a second process is refused). ``config.json`` is
+    written once the data has been checked; a run that never trained (no checkpoint, no model)
+    is replaced by a new config, one that trained is refused."""
+    run = Path(run)
+    if run.exists() and not run.is_dir():
+        raise DataError(f"{run}: is a file; --out must be a run folder")
+    ours = {LOCK_FILE, "config.json", "checkpoints"}
+    if (
+        run.is_dir()
+        and not (run / "config.json").exists()
+        and any(p.name not in ours for p in run.iterdir())
+    ):
+        raise DataError(f"{run}: folder exists and is not a ddadlib run; choose a new --out")
+    created = not run.exists()
+    run.mkdir(parents=True, exist_ok=True)
+    try:
+        with run_lock(run):
+            return _train_locked(run, cfg, progress, vectorised, log)
+    except BaseException:
+        # a run that failed before it started leaves no folder behind
+        if created and all(p.name == LOCK_FILE for p in run.iterdir()):
+            shutil.rmtree(run, ignore_errors=True)
+        raise
+
+
+def _train_locked(run: Path, cfg: dict, progress: bool, vectorised: bool | None, log: Log) -> DDAD:
+    remove_stale_temp_files(run, log)
+    ds = PreparedDataset.load(cfg["data_path"])
+    resumed = False
+    if (run / "config.json").exists():
+        try:
+            old, problem = read_config(run), None
+        except DataError as exc:
+            old, problem = None, str(exc)
+        if old is not None:
+            cfg = dict(cfg, data_fingerprint=recorded_fingerprint(ds, old["data_fingerprint"]))
+        diff = config_differences(old, cfg) if old is not None else []
+        if problem or diff:
+            if has_trained(run):
+                raise DataError(
+                    problem
+                    or (
+                        f"{run}: holds a run with another config "
+                        f"({'; '.join(diff)}); train into a new --out "
+                        "folder"
+                    )
+                )
+            log(f"{run}: replacing a run that never trained ({problem or '; '.join(diff)})")
+        elif is_finished(run):
+            log(f"{run}: finished run with the same config found; reusing it (nothing trained)")
+            return DDAD.load(run / "model.pt", device=cfg["device"])
+        else:
+            log(f"{run}: unfinished run with the same config found; resuming it")
+            cfg = dict(cfg, created=old.get("created"))
+            resumed = True
+    if not fingerprint_matches(ds, cfg["data_fingerprint"]):
+        raise DataError(f"{cfg['data_path']}: dataset changed since the run was configured")
+    normal = ds.images[ds.part("normal")]
+    unlabeled = ds.images[ds.indices(cfg["du_ids"])] if cfg["du_ids"] else None
+    model = DDAD(
+        backbone=cfg["backbone"],
+        k=cfg["k"],
+        epochs=cfg["epochs"],
+        batch_size=cfg["batch_size"],
+        lr=cfg["lr"],
+        seed=cfg["seed"],
+        device=cfg["device"],
+        precision=cfg["precision"],
+        vectorised=vectorised,
+        progress=progress,
+    )
+    model._check_params()
+    atomic_write_json(run / "config.json", cfg)
+    module_b = None
+    if cfg["backbone"] != "fanogan":
+        source = _find_module_b(run, cfg)
+        if source is not None:
+            try:
+                module_b = DDAD.load(source / "model.pt", device=cfg["device"]).module_b_
+                log(
+                    f"module B: reusing the one trained in {source} (same data, backbone, seed "
+                    "and settings; B does not depend on AR)"
+                )
+            except DataError as exc:
+                log(f"module B: not reusing the one of {source} ({exc}); training it")
+    n_u = len(cfg["du_ids"])
+    log(
+        f"training {cfg['backbone']} on {cfg['device']} ({cfg['precision']}): "
+        f"module B on Dn ({cfg['dn_size']:,} images)"
+        + (
+            ""
+            if cfg["backbone"] == "fanogan"
+            else f", module A on Dn + Du ({cfg['dn_size'] + n_u:,} images, AR {cfg['ar']})"
+        )
+        + f"; K = {cfg['k']}, {cfg['epochs']} epochs, seed {cfg['seed']}"
+    )
+    t0 = time.perf_counter()
+    model.fit(normal, unlabeled, module_b=module_b, checkpoint_dir=run / "checkpoints")
+    log_entry = {
+        "seconds": round(time.perf_counter() - t0, 2),
+        "torch_threads": torch.get_num_threads(),
+        "modules": model.history_,
+        "module_b_from": str(source) if module_b is not None else None,
+        # after a resume, "seconds" counts the last session only
+        "resumed": resumed,
+    }
+    atomic_write_json(run / "train_log.json", log_entry)
+    model.save(run / "model.pt")
+    # Checkpoints (weights and Adam states) only serve to resume; a finished run is model.pt.
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    log(f"wrote {run / 'model.pt'} ({log_entry['seconds']:.0f} s)")
+    return model
