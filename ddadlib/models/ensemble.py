@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +37,9 @@ from ddadlib.errors import TrainingError
 from ddadlib.models.backbones import AE, build_backbone
 from ddadlib.models.checkpoints import (
     CHECKPOINT_VERSION,
+    Checkpointer,
     check_finite_weights,
     load_checkpoint,
-    write_checkpoint,
 )
 from ddadlib.seeding import derive_seed, epoch_order, torch_seed
 
@@ -279,7 +280,7 @@ def train_ensemble(
     members = build_members(cfg)
     start, losses = 0, []
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    blob = load_checkpoint(ckpt, cfg) if ckpt is not None and ckpt.exists() else None
+    blob = load_checkpoint(ckpt, cfg.to_dict()) if ckpt is not None and ckpt.exists() else None
     if blob is not None:
         for m, sd in zip(members, blob["members"]):
             m.load_state_dict(sd)
@@ -287,7 +288,7 @@ def train_ensemble(
     trainer = (_Vectorised if vectorised else _Sequential)(members, cfg, device)
     if blob is not None:
         trainer.load_adam_states(blob["adam"])
-    t0 = last_save = time.perf_counter()
+    t0 = time.perf_counter()
     what = f"module {cfg.module} ({cfg.backbone}, {cfg.k} members)"
     # one step of the bar is one member's epoch, so members and epochs both show
     # without an explicit disable, tqdm's TQDM_DISABLE environment variable still applies
@@ -298,13 +299,9 @@ def train_ensemble(
         total=cfg.epochs * cfg.k,
         **({} if progress else {"disable": True}),
     )
-    saved = start  # the epoch the checkpoint on disk holds
-    latest: dict | None = None  # the state after the last finished epoch, not yet on disk
-
-    def save(blob: dict) -> None:
-        check_finite_weights(blob["members"], what)
-        write_checkpoint(ckpt, blob)
-
+    saver = Checkpointer(
+        ckpt, checkpoint_every, lambda blob: check_finite_weights(blob["members"], what)
+    )
     try:
         for epoch in range(start, cfg.epochs):
             orders = torch.from_numpy(
@@ -328,23 +325,12 @@ def train_ensemble(
             )
             if on_epoch is not None:
                 on_epoch(epoch, epoch_losses)
-            if ckpt is None:
-                continue
-            now = time.perf_counter()
-            blob = _checkpoint_blob(trainer, epoch + 1, cfg)
-            if epoch + 1 == cfg.epochs or now - last_save >= checkpoint_every:
-                latest = None
-                save(blob)
-                saved, last_save = epoch + 1, now
-            else:
-                latest = blob
+            saver.epoch_done(
+                partial(_checkpoint_blob, trainer, epoch + 1, cfg), final=epoch + 1 == cfg.epochs
+            )
     except KeyboardInterrupt:
         # Ctrl-C (or SIGTERM, which the command line maps to it) keeps the finished epochs.
-        if latest is not None and latest["epoch"] > saved:
-            try:
-                save(latest)
-            except TrainingError:
-                pass
+        saver.interrupted()
         raise
     finally:
         bar.close()
