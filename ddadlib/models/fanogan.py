@@ -33,6 +33,9 @@ Training (:func:`train_fanogan`), batch 64:
   in eval mode, the encoder trained on the mean over the batch of the izi_f residual below; Adam
   lr 5e-4, betas (0.5, 0.999), as the DDAD autoencoders.
 - A last batch of a single image is skipped (BatchNorm needs two).
+- Optionally in bfloat16 autocast (``precision="bf16"``) and with a checkpoint that a later call
+  resumes from, bit for bit on the CPU: the same machinery as the AE ensemble
+  (:mod:`ddadlib.models.checkpoints`).
 
 Score (:meth:`FAnoGAN.score`), with kappa = 1: the izi_f residual
 ``mean_pixels (x - G(E(x)))^2 + kappa * mean_features (f(x) - f(G(E(x))))^2``;
@@ -44,14 +47,23 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ddadlib.errors import TrainingError
+from ddadlib.devices import autocast, pick_precision
+from ddadlib.errors import DataError, TrainingError
 from ddadlib.models.backbones import BOTTLENECK_SIZE, stage_channels
+from ddadlib.models.checkpoints import (
+    CHECKPOINT_VERSION,
+    Checkpointer,
+    check_finite_weights,
+    load_checkpoint,
+)
 from ddadlib.models.ensemble import batch_starts
 from ddadlib.seeding import derive_seed, epoch_order, torch_seed
 
@@ -149,7 +161,8 @@ class FAnoGAN(nn.Module):
     """f-AnoGAN with the izi_f encoder: ``generator``, ``critic``, ``encoder`` and ``kappa``.
 
     Train it with :func:`train_fanogan`; ``history`` then holds the mean losses of each epoch,
-    ``{"gan": [{"critic": ..., "wasserstein": ..., "generator": ...}, ...], "encoder": [...]}``.
+    ``{"gan": [{"critic": ..., "wasserstein": ..., "generator": ...}, ...], "encoder": [...]}``,
+    and ``resumed_from`` where a checkpoint let the training resume.
     """
 
     def __init__(self, size: int = 64, kappa: float = 1.0) -> None:
@@ -160,6 +173,9 @@ class FAnoGAN(nn.Module):
         self.critic = Critic(size)
         self.encoder = Encoder(size)
         self.history: dict[str, list[dict[str, float]]] = {"gan": [], "encoder": []}
+        #: where :func:`train_fanogan` resumed from a checkpoint: (stage, epochs of that stage
+        #: already trained), or None for a training from the start
+        self.resumed_from: tuple[str, int] | None = None
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"recon": self.generator(self.encoder(x))}
@@ -168,8 +184,10 @@ class FAnoGAN(nn.Module):
         """The two izi_f terms of each image, ``(B,)`` each, with gradients: the mean over pixels
         of ``(x - G(E(x)))^2`` and the mean over critic features of ``(f(x) - f(G(E(x))))^2``."""
         recon = self.generator(self.encoder(x))
-        pixel = (x - recon).pow(2).flatten(1).mean(1)
-        feature = (self.critic.features(x) - self.critic.features(recon)).pow(2).mean(1)
+        f_x, f_recon = self.critic.features(x), self.critic.features(recon)
+        # float() is a no-op in float32; under bfloat16 autocast the residuals stay float32
+        pixel = (x - recon.float()).pow(2).flatten(1).mean(1)
+        feature = (f_x.float() - f_recon.float()).pow(2).mean(1)
         return pixel, feature
 
     def _chunked(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -209,12 +227,14 @@ def _latent(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
 
 
 def _gradient_penalty(
-    critic: Critic, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator
+    critic: Critic, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator, precision: str
 ) -> torch.Tensor:
     """Mean of ``(||grad C(x_hat)||_2 - 1)^2`` at random interpolates of real and fake images."""
     eps = torch.rand(real.shape[0], 1, 1, 1, generator=gen, device=real.device)
     mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(mix).sum(), mix, create_graph=True)
+    with autocast(real.device, precision):
+        value = critic(mix).float().sum()
+    (grad,) = torch.autograd.grad(value, mix, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
@@ -229,111 +249,192 @@ def _check_finite(
         )
 
 
-def _bar(epochs: int, desc: str, progress: bool) -> tqdm:
+def _bar(epochs: int, start: int, desc: str, progress: bool) -> tqdm:
     # without an explicit disable, tqdm's TQDM_DISABLE environment variable still applies
-    return tqdm(total=epochs, desc=desc, unit="epoch", **({} if progress else {"disable": True}))
+    return tqdm(
+        total=epochs,
+        initial=start,
+        desc=desc,
+        unit="epoch",
+        **({} if progress else {"disable": True}),
+    )
+
+
+def _cpu_copy(obj):
+    """``obj`` (tensors in dicts and lists) with every tensor copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
+#: The networks of a checkpoint, in the order of :func:`check_finite_weights`' names.
+_NETS = ("generator", "critic", "encoder")
+
+
+class _Training:
+    """One f-AnoGAN training: the model, an Adam for each network, the noise generator and how
+    far each stage got; :meth:`state` and :meth:`restore` are its checkpoint."""
+
+    def __init__(self, model: FAnoGAN, images: torch.Tensor, config: dict) -> None:
+        self.model, self.images, self.config = model, images, config
+        self.device = images.device
+        self.precision = config["precision"]
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(derive_seed(config["seed"], "fanogan", "noise"))
+        gan = dict(lr=config["lr"], betas=(0.0, 0.9))
+        self.opts = {
+            "generator": torch.optim.Adam(model.generator.parameters(), **gan),
+            "critic": torch.optim.Adam(model.critic.parameters(), **gan),
+            "encoder": torch.optim.Adam(
+                model.encoder.parameters(), lr=config["encoder_lr"], betas=(0.5, 0.999)
+            ),
+        }
+        # the critic steps so far (one generator step after every n_critic-th, across epochs)
+        self.critic_steps = 0
+        self.done = {"gan": 0, "encoder": 0}  # epochs finished in each stage
+
+    def state(self, stage: str) -> dict:
+        """The checkpoint after the epoch of ``stage`` just finished, as copies on the CPU."""
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": self.config,
+            "stage": stage,
+            "epoch": self.done[stage],
+            "encoder_epoch": self.done["encoder"],
+            "critic_steps": self.critic_steps,
+            "noise": self.gen.get_state(),
+            "history": _cpu_copy(self.model.history),
+            **{name: _cpu_copy(getattr(self.model, name).state_dict()) for name in _NETS},
+            "adam": {name: _cpu_copy(opt.state_dict()) for name, opt in self.opts.items()},
+        }
+
+    def restore(self, blob: dict, path: Path) -> None:
+        """Continue from the checkpoint ``blob`` read from ``path``."""
+        try:
+            for name in _NETS:
+                getattr(self.model, name).load_state_dict(blob[name])
+                self.opts[name].load_state_dict(blob["adam"][name])
+            self.gen.set_state(blob["noise"])
+            self.critic_steps = int(blob["critic_steps"])
+            gan_done = blob["epoch"] if blob["stage"] == "gan" else self.config["epochs"]
+            self.done = {"gan": int(gan_done), "encoder": int(blob["encoder_epoch"])}
+            self.model.history = {k: [dict(h) for h in v] for k, v in blob["history"].items()}
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise DataError(
+                f"{path}: not a complete f-AnoGAN checkpoint ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); delete it to train f-AnoGAN again from its start"
+            ) from None
+        self.model.resumed_from = (blob["stage"], int(blob["epoch"]))
+
+
+def _critic_step(t: _Training, real: torch.Tensor, gp_weight: float) -> torch.Tensor:
+    """One WGAN-GP critic step on the batch ``real``; returns (critic loss, Wasserstein
+    estimate), detached."""
+    G, C, opt = t.model.generator, t.model.critic, t.opts["critic"]
+    with torch.no_grad(), autocast(t.device, t.precision):
+        fake = G(_latent(len(real), t.gen, t.device)).float()
+    with autocast(t.device, t.precision):
+        wasserstein = C(real).float().mean() - C(fake).float().mean()
+    loss = -wasserstein + gp_weight * _gradient_penalty(C, real, fake, t.gen, t.precision)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return torch.stack([loss.detach(), wasserstein.detach()])
+
+
+def _generator_step(t: _Training, batch_size: int) -> torch.Tensor:
+    """One generator step on ``batch_size`` latent codes (critic frozen); returns the loss."""
+    G, C, opt = t.model.generator, t.model.critic, t.opts["generator"]
+    C.requires_grad_(False)
+    try:
+        with autocast(t.device, t.precision):
+            loss = -C(G(_latent(batch_size, t.gen, t.device))).float().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    finally:
+        C.requires_grad_(True)
+    return loss.detach()
+
+
+def _encoder_step(t: _Training, x: torch.Tensor) -> torch.Tensor:
+    """One izi_f encoder step on the batch ``x``; returns (loss, pixel, feature), detached."""
+    model, opt = t.model, t.opts["encoder"]
+    with autocast(t.device, t.precision):
+        pixel, feature = model.residuals(x)
+    loss = (pixel + model.kappa * feature).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return torch.stack([loss, pixel.mean(), feature.mean()]).detach()
 
 
 def _train_gan(
-    model: FAnoGAN,
-    images: torch.Tensor,
+    t: _Training,
     *,
-    epochs: int,
-    seed: int,
-    batch_size: int,
     n_critic: int,
     gp_weight: float,
-    lr: float,
-    gen: torch.Generator,
     progress: bool,
-    on_epoch: Callable[[str, int, FAnoGAN], None] | None,
+    after_epoch: Callable[[str, int], None],
 ) -> None:
-    G, C = model.generator, model.critic
-    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.0, 0.9))
-    opt_c = torch.optim.Adam(C.parameters(), lr=lr, betas=(0.0, 0.9))
-    device = images.device
-    G.train()
-    C.train()
-    critic_steps = 0
-    with _bar(epochs, "f-AnoGAN WGAN-GP", progress) as bar:
-        for epoch in range(epochs):
-            zero = torch.zeros((), device=device)
-            c_sum, w_sum, g_sum = zero, zero, zero
+    cfg, images, model = t.config, t.images, t.model
+    epochs, batch_size = cfg["epochs"], cfg["batch_size"]
+    model.generator.train()
+    model.critic.train()
+    with _bar(epochs, t.done["gan"], "f-AnoGAN WGAN-GP", progress) as bar:
+        for epoch in range(t.done["gan"], epochs):
+            c_sum = torch.zeros(2, device=t.device)  # critic loss, Wasserstein estimate
+            g_sum = torch.zeros((), device=t.device)
             n_c = n_g = 0
-            order = epoch_order(len(images), seed, "fanogan", "gan", epoch=epoch)
-            for idx in _batches(order, batch_size, device):
-                real = images[idx]
-                with torch.no_grad():
-                    fake = G(_latent(len(idx), gen, device))
-                wasserstein = C(real).mean() - C(fake).mean()
-                loss_c = -wasserstein + gp_weight * _gradient_penalty(C, real, fake, gen)
-                opt_c.zero_grad(set_to_none=True)
-                loss_c.backward()
-                opt_c.step()
-                c_sum, w_sum, n_c = c_sum + loss_c.detach(), w_sum + wasserstein.detach(), n_c + 1
-                critic_steps += 1
-                if critic_steps % n_critic == 0:
-                    C.requires_grad_(False)
-                    loss_g = -C(G(_latent(batch_size, gen, device))).mean()
-                    opt_g.zero_grad(set_to_none=True)
-                    loss_g.backward()
-                    opt_g.step()
-                    C.requires_grad_(True)
-                    g_sum, n_g = g_sum + loss_g.detach(), n_g + 1
-            losses = {
-                "critic": (c_sum / max(n_c, 1)).item(),
-                "wasserstein": (w_sum / max(n_c, 1)).item(),
-            }
+            order = epoch_order(len(images), cfg["seed"], "fanogan", "gan", epoch=epoch)
+            for idx in _batches(order, batch_size, t.device):
+                c_sum, n_c = c_sum + _critic_step(t, images[idx], gp_weight), n_c + 1
+                t.critic_steps += 1
+                if t.critic_steps % n_critic == 0:
+                    g_sum, n_g = g_sum + _generator_step(t, batch_size), n_g + 1
+            critic, wasserstein = (c_sum / max(n_c, 1)).tolist()
+            losses = {"critic": critic, "wasserstein": wasserstein}
             if n_g:
                 losses["generator"] = (g_sum / n_g).item()
-            _check_finite(losses, "WGAN-GP", epoch, epochs, "lr", lr)
+            _check_finite(losses, "WGAN-GP", epoch, epochs, "lr", cfg["lr"])
             model.history["gan"].append(losses)
+            t.done["gan"] = epoch + 1
             bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()})
             bar.update()
-            if on_epoch is not None:
-                on_epoch("gan", epoch, model)
+            after_epoch("gan", epoch)
 
 
 def _train_encoder(
-    model: FAnoGAN,
-    images: torch.Tensor,
-    *,
-    epochs: int,
-    seed: int,
-    batch_size: int,
-    lr: float,
-    progress: bool,
-    on_epoch: Callable[[str, int, FAnoGAN], None] | None,
+    t: _Training, *, progress: bool, after_epoch: Callable[[str, int], None]
 ) -> None:
+    cfg, images, model = t.config, t.images, t.model
+    epochs = cfg["encoder_epochs"]
     frozen = (model.generator, model.critic)
-    opt = torch.optim.Adam(model.encoder.parameters(), lr=lr, betas=(0.5, 0.999))
-    device = images.device
     for net in frozen:
         net.eval()
         net.requires_grad_(False)
     model.encoder.train()
     try:
-        with _bar(epochs, "f-AnoGAN encoder", progress) as bar:
-            for epoch in range(epochs):
-                sums = torch.zeros(3, device=device)
+        with _bar(epochs, t.done["encoder"], "f-AnoGAN encoder", progress) as bar:
+            for epoch in range(t.done["encoder"], epochs):
+                sums = torch.zeros(3, device=t.device)
                 n = 0
-                order = epoch_order(len(images), seed, "fanogan", "encoder", epoch=epoch)
-                for idx in _batches(order, batch_size, device):
-                    pixel, feature = model.residuals(images[idx])
-                    loss = (pixel + model.kappa * feature).mean()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sums += torch.stack([loss, pixel.mean(), feature.mean()]).detach()
+                order = epoch_order(len(images), cfg["seed"], "fanogan", "encoder", epoch=epoch)
+                for idx in _batches(order, cfg["batch_size"], t.device):
+                    sums += _encoder_step(t, images[idx])
                     n += 1
                 values = (sums / max(n, 1)).tolist()
                 losses = dict(zip(("izi_f", "pixel", "feature"), values))
-                _check_finite(losses, "encoder", epoch, epochs, "encoder_lr", lr)
+                _check_finite(losses, "encoder", epoch, epochs, "encoder_lr", cfg["encoder_lr"])
                 model.history["encoder"].append(losses)
+                t.done["encoder"] = epoch + 1
                 bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()})
                 bar.update()
-                if on_epoch is not None:
-                    on_epoch("encoder", epoch, model)
+                after_epoch("encoder", epoch)
     finally:
         for net in frozen:
             net.requires_grad_(True)
@@ -352,6 +453,9 @@ def train_fanogan(
     size: int | None = None,
     lr: float = 1e-4,
     encoder_lr: float = 5e-4,
+    precision: str = "fp32",
+    checkpoint: Path | None = None,
+    checkpoint_every: float = 60.0,
     progress: bool = True,
     on_epoch: Callable[[str, int, FAnoGAN], None] | None = None,
 ) -> FAnoGAN:
@@ -360,10 +464,21 @@ def train_fanogan(
 
     Stage 1 trains the WGAN-GP for ``epochs`` passes of the critic over the data, stage 2 the
     izi_f encoder for ``encoder_epochs`` (default ``epochs``); see the module docstring.
+    ``precision`` is ``"fp32"`` or ``"bf16"`` (autocast of the networks' forward passes; the
+    losses stay float32), as in :func:`~ddadlib.models.ensemble.train_ensemble`.
     ``on_epoch(stage, epoch, model)``, with stage ``"gan"`` or ``"encoder"`` and the 0-based index
-    of the epoch just finished, is called after each epoch (for checkpoints). The same seed on the
-    same device gives the same model (on a GPU, bit for bit only with deterministic algorithms).
-    Raises :class:`~ddadlib.errors.TrainingError` when a loss stops being finite.
+    of the epoch just finished, is called after each epoch. The same seed on the same device gives
+    the same model (on a GPU, bit for bit only with deterministic algorithms).
+
+    With ``checkpoint`` (a file path), the training state (the three networks, their Adam states,
+    the noise generator's state, the stage and its epoch) is saved there atomically at most every
+    ``checkpoint_every`` seconds, at the end of each stage and on an interrupt
+    (``KeyboardInterrupt``: the epochs finished so far), by the ensemble's
+    :class:`~ddadlib.models.checkpoints.Checkpointer`; a later call with the same settings finds it
+    and resumes, to the same weights as a training without a break (on the CPU, bit for bit). A
+    checkpoint of other settings raises :class:`~ddadlib.errors.TrainingError`, a damaged one
+    :class:`~ddadlib.errors.DataError`. Raises :class:`~ddadlib.errors.TrainingError` when a loss
+    stops being finite (the last checkpoint is kept).
     """
     if (
         not isinstance(images, torch.Tensor)
@@ -387,33 +502,50 @@ def train_fanogan(
         raise ValueError(f"batch_size must be >= 2 and n_critic >= 1, got {batch_size}, {n_critic}")
     if not bool(torch.isfinite(images).all()):
         raise ValueError("images contain NaN or infinite values")
+    precision = pick_precision(precision, images.device)
+    # every setting that changes the result: a checkpoint resumes only under the same ones
+    config = {
+        "trainer": "fanogan",
+        "size": size,
+        "n_images": len(images),
+        "epochs": int(epochs),
+        "encoder_epochs": int(encoder_epochs),
+        "seed": int(seed),
+        "batch_size": int(batch_size),
+        "n_critic": int(n_critic),
+        "gp_weight": float(gp_weight),
+        "kappa": float(kappa),
+        "lr": float(lr),
+        "encoder_lr": float(encoder_lr),
+        "precision": precision,
+    }
 
     with torch_seed(derive_seed(seed, "fanogan", "init")):
         model = FAnoGAN(size, kappa=kappa)
     model.to(images.device)
-    gen = torch.Generator(device=images.device)
-    gen.manual_seed(derive_seed(seed, "fanogan", "noise"))
-    _train_gan(
-        model,
-        images,
-        epochs=epochs,
-        seed=seed,
-        batch_size=batch_size,
-        n_critic=n_critic,
-        gp_weight=gp_weight,
-        lr=lr,
-        gen=gen,
-        progress=progress,
-        on_epoch=on_epoch,
-    )
-    _train_encoder(
-        model,
-        images,
-        epochs=encoder_epochs,
-        seed=seed,
-        batch_size=batch_size,
-        lr=encoder_lr,
-        progress=progress,
-        on_epoch=on_epoch,
-    )
+    t = _Training(model, images, config)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and ckpt.exists():
+        t.restore(load_checkpoint(ckpt, config), ckpt)
+
+    def check(blob: dict) -> None:
+        check_finite_weights([blob[name] for name in _NETS], "f-AnoGAN", names=_NETS)
+
+    saver = Checkpointer(ckpt, checkpoint_every, check)
+
+    def after_epoch(stage: str, epoch: int) -> None:
+        if on_epoch is not None:
+            on_epoch(stage, epoch, model)
+        last = epoch + 1 == config["epochs" if stage == "gan" else "encoder_epochs"]
+        saver.epoch_done(partial(t.state, stage), final=last)
+
+    try:
+        _train_gan(
+            t, n_critic=n_critic, gp_weight=gp_weight, progress=progress, after_epoch=after_epoch
+        )
+        _train_encoder(t, progress=progress, after_epoch=after_epoch)
+    except KeyboardInterrupt:
+        # Ctrl-C (or SIGTERM, which the command line maps to it) keeps the finished epochs.
+        saver.interrupted()
+        raise
     return model.eval()
