@@ -421,7 +421,9 @@ def test_sigterm_keeps_the_finished_epochs(trained, tmp_path):
         deadline = time.time() + 120
         while not (out / "config.json").exists() and time.time() < deadline:
             time.sleep(0.1)
-        time.sleep(4)  # some epochs of module B, long before its first timed checkpoint
+        # some epochs of module B, long before its first timed checkpoint (under load the first
+        # epoch ends about 4 s after config.json appears)
+        time.sleep(10)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
