@@ -472,7 +472,9 @@ class FAnoGAN(_Detector):
         *,
         checkpoint_dir: str | Path | None = None,
     ) -> FAnoGAN:
-        """Train on ``normal`` (Dn); ``unlabeled`` is not used (f-AnoGAN has no module A)."""
+        """Train on ``normal`` (Dn); ``unlabeled`` is not used (f-AnoGAN has no module A).
+        ``checkpoint_dir`` is accepted as the protocol names it but not used yet: training
+        restarts from the beginning after a kill (``train_fanogan`` takes no checkpoint)."""
         dn = self._start_fit(normal)
         t0 = time.perf_counter()
         net = train_fanogan(
