@@ -27,6 +27,7 @@ from ddadlib.data.splits import ar_range, format_sizes, split_sizes
 from ddadlib.data.synthetic import ABNORMALITY_KINDS
 from ddadlib.errors import ConfigError, DataError, TrainingError, disk_full_message
 from ddadlib.fileio import atomic_write_bytes, atomic_write_json
+from ddadlib.paper import BACKBONE_TITLES
 
 # Each command imports torch, pandas, matplotlib, tqdm and the run layer inside its function, so
 # that `ddad --help` and `ddad prepare` start without them.
@@ -182,7 +183,8 @@ def _add_file_options(p: argparse.ArgumentParser, on_error: str) -> None:
     )
 
 
-BACKBONE_CHOICES = ("ae", "aeu", "memae", "fanogan")
+#: The backbones of ddadlib.detectors.DETECTORS (named in the paper's vocabulary: no torch import).
+BACKBONE_CHOICES = tuple(BACKBONE_TITLES)
 #: The demo's protocol on the built-in set; the same on every device so its numbers compare.
 DEMO_DATA = dict(
     n_normal=500, n_test=250, n_unlabeled=500, kinds=("pneumonia",), severity=(0.1, 0.5)
@@ -688,7 +690,8 @@ def _image_files(folder: Path) -> tuple[list[Path], int]:
 def _cmd_score(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
-    from ddadlib.runs.config import FLOAT_FORMAT, read_config
+    from ddadlib.runs.config import FLOAT_FORMAT
+    from ddadlib.runs.run import Run
     from ddadlib.runs.score import score_images
 
     if args.out.is_dir():
@@ -705,7 +708,7 @@ def _cmd_score(args: argparse.Namespace) -> None:
         )
     if not files:
         raise DataError(f"{args.images}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
-    size = read_config(args.run)["size"]
+    size = Run(args.run).config.size
 
     def read(p: Path) -> np.ndarray:
         try:
@@ -759,7 +762,7 @@ def _demo_folder(out: Path, record: dict) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from ddadlib.detectors import DDAD
+    from ddadlib.detectors import make_detector
     from ddadlib.devices import pick_device
     from ddadlib.plots import sample_grid_of, save_figure
     from ddadlib.runs.config import run_config
@@ -769,7 +772,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     epochs = args.epochs if args.epochs is not None else DEMO_EPOCHS
     # Bad settings fail before any image is prepared.
-    DDAD(backbone=args.backbone, epochs=epochs)._check_params()
+    make_detector(args.backbone, epochs=epochs)
     pick_device(args.device)
     _demo_folder(
         args.out,
@@ -801,8 +804,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     metrics = evaluate_run(run, out=args.out)
     print(
         f"\nDDAD ({args.backbone}) on {DEMO_SETS[args.data]}, AR {DEMO_AR}, "
-        f"test {cfg['test_size'][0]} normal + {cfg['test_size'][1]} abnormal "
-        f"({epochs} epochs, K = {cfg['k']}, seed {args.seed}, {cfg['device']}):"
+        f"test {cfg.test_size[0]} normal + {cfg.test_size[1]} abnormal "
+        f"({epochs} epochs, K = {cfg.k}, seed {args.seed}, {cfg.device}):"
     )
     print(format_metrics(metrics))
     print(

@@ -1,12 +1,17 @@
-"""``DDAD``: the method as one estimator in the scikit-learn spirit.
+"""Anomaly detectors behind one protocol: :class:`DDAD` (the method) and :class:`FAnoGAN`
+(the paper's Table 2 comparison), in the scikit-learn spirit.
 
 >>> model = DDAD(backbone="aeu", k=3, epochs=250).fit(normal, unlabeled)   # doctest: +SKIP
->>> scores = model.score_samples(test_images)  # {"rec": ..., "inter": ...}  # doctest: +SKIP
+>>> scores = model.score_samples(test_images)  # {"rec": (K, N), "inter": (N,), ...}  # doctest: +SKIP
 
-``__init__`` stores settings and does no work; :meth:`DDAD.fit` trains module B (K networks on
-the known-normal images Dn) and module A (K networks on Dn plus the unlabeled images Du);
-learned state ends in an underscore. Scoring never trains. With ``backbone="fanogan"`` the model
-is f-AnoGAN trained on Dn only (the paper's Table 2 comparison), with the single score ``rec``.
+``__init__`` stores settings and does no work; ``fit`` trains, learned state ends in an
+underscore, scoring never trains. Every detector satisfies :class:`Detector`; the rest of the
+library asks the registry (:data:`DETECTORS`, :func:`detector_for`, :func:`load_detector`)
+which class a backbone name means and never branches on the name itself.
+
+``rec`` means one thing everywhere: the reconstruction errors of each network of module B
+alone, ``(K, N)`` image scores and ``(K, N, S, S)`` maps (f-AnoGAN: one network, ``K = 1``).
+The error of the networks' mean reconstruction is ``rec_ensemble``, never ``rec``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import io
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -31,24 +36,79 @@ from ddadlib.models.ensemble import (
     build_members,
     train_ensemble,
 )
-from ddadlib.models.fanogan import FAnoGAN, train_fanogan
+from ddadlib.models.fanogan import FAnoGAN as FAnoGANNetwork
+from ddadlib.models.fanogan import train_fanogan
 from ddadlib.paper import SCORE_NAMES
 from ddadlib.scoring.scores import image_scores, score_maps
 
 MODEL_FORMAT = "ddadlib-model"
 MODEL_VERSION = 1
-BACKBONE_NAMES = tuple(BACKBONES) + ("fanogan",)
+#: The settings every detector takes (its constructor's keywords, in ``model.pt``'s order).
+PARAMS = (
+    "backbone",
+    "k",
+    "epochs",
+    "batch_size",
+    "lr",
+    "seed",
+    "device",
+    "precision",
+    "vectorised",
+    "progress",
+)
+
+Images = np.ndarray | torch.Tensor
 
 
-class DDAD:
-    """Dual-Distribution Discrepancy anomaly detection.
+@runtime_checkable
+class Detector(Protocol):
+    """What the run layer, the views and the CLI need of an anomaly detector.
 
-    Parameters are the paper's defaults (``docs/method.md``): Adam with lr 5e-4 and betas
-    (0.5, 0.999) as in the authors' code, batch 64, 250 epochs, K = 3. ``seed`` sets every
-    member's initialisation and data order. ``device="auto"`` takes CUDA, then MPS, then the CPU;
-    ``precision="auto"`` is float32. ``vectorised=None`` trains the K members as one vectorised
-    model on CUDA and one after the other elsewhere (see :mod:`ddadlib.models.ensemble`).
-    """
+    ``score_names``: the image scores :meth:`score_samples` gives, in the order tables show
+    them (``rec`` is ``(K, N)``, the others ``(N,)``); ``map_names``: the maps that figures show
+    (:meth:`shown_maps`); ``uses_unlabeled``: whether ``fit`` takes the unlabeled images Du
+    (else there is no AR and no M); ``ensemble``: whether ``k`` sets a number of networks.
+    A fitted detector holds ``history_`` (losses and wall time of what trained)."""
+
+    backbone: str
+    score_names: ClassVar[tuple[str, ...]]
+    map_names: ClassVar[tuple[str, ...]]
+    uses_unlabeled: ClassVar[bool]
+    ensemble: ClassVar[bool]
+
+    def fit(
+        self,
+        normal: Images,
+        unlabeled: Images | None = None,
+        *,
+        checkpoint_dir: str | Path | None = None,
+    ) -> Detector: ...
+
+    def score_samples(self, images: Images, batch_size: int = 256) -> dict[str, np.ndarray]: ...
+
+    def score_maps(self, images: Images, batch_size: int = 256) -> dict[str, np.ndarray]: ...
+
+    def score_all(
+        self, images: Images, batch_size: int = 256
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]: ...
+
+    def shown_maps(self, maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def optimiser_settings(self) -> dict[str, Any]: ...
+
+    def save(self, path: str | Path) -> Path: ...
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = "auto") -> Detector: ...
+
+
+class _Detector:
+    """What :class:`DDAD` and :class:`FAnoGAN` share: settings, batched scoring, the model file."""
+
+    score_names: ClassVar[tuple[str, ...]] = ()
+    map_names: ClassVar[tuple[str, ...]] = ()
+    uses_unlabeled: ClassVar[bool] = True
+    ensemble: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -77,33 +137,207 @@ class DDAD:
     # -- settings --------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
         """The constructor's settings."""
-        return {
-            name: getattr(self, name)
-            for name in (
-                "backbone",
-                "k",
-                "epochs",
-                "batch_size",
-                "lr",
-                "seed",
-                "device",
-                "precision",
-                "vectorised",
-                "progress",
-            )
-        }
+        return {name: getattr(self, name) for name in PARAMS}
 
     def _check_params(self) -> None:
-        if self.backbone not in BACKBONE_NAMES:
+        if detector_for(self.backbone) is not type(self):
             raise ConfigError(
-                f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONE_NAMES)}"
-            )
-        if self.backbone != "fanogan" and self.k < 2:
-            raise ConfigError(
-                f"k must be at least 2 (the intra-discrepancy needs 2 members); got {self.k}"
+                f"{type(self).__name__} does not take backbone {self.backbone!r}; use "
+                f"{detector_for(self.backbone).__name__}"
             )
         if self.epochs < 1 or self.batch_size < 2 or not 0 < self.lr < math.inf:
             raise ConfigError("epochs >= 1, batch_size >= 2 and a finite lr > 0 are required")
+
+    def _start_fit(self, normal: Images) -> torch.Tensor:
+        self._check_params()
+        self.device_ = pick_device(self.device)
+        self.precision_ = pick_precision(self.precision, self.device_)
+        dn = to_tensor(normal, self.device_)
+        self.size_ = int(dn.shape[-1])
+        self.history_: dict[str, Any] = {}
+        return dn
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "module_b_"):
+            raise RuntimeError(
+                f"this {type(self).__name__} model is not fitted yet; call fit() or load()"
+            )
+
+    # -- scoring ---------------------------------------------------------------------------
+    def _maps_of(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _scores_of(self, maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _batches(self, images, batch_size: int):
+        self._check_fitted()
+        x_all = images if isinstance(images, torch.Tensor) else np.asarray(images)
+        if len(x_all) == 0:
+            raise ValueError("no images to score (an empty set)")
+        if x_all.shape[-1] != self.size_:
+            raise ValueError(f"images are {x_all.shape[-1]} pixels; this model takes {self.size_}")
+        for s in range(0, len(x_all), batch_size):
+            with torch.no_grad():
+                maps = self._maps_of(to_tensor(x_all[s : s + batch_size], self.device_))
+            yield maps
+
+    def _collect(
+        self, images, batch_size: int, want_maps: bool, want_scores: bool
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """One pass of the networks over ``images``, gathering maps and/or image scores;
+        ``rec`` (one row per network) is joined along its second axis, the rest along the
+        first."""
+        map_parts: dict[str, list[np.ndarray]] = {}
+        score_parts: dict[str, list[np.ndarray]] = {}
+        for maps in self._batches(images, batch_size):
+            if want_maps:
+                for name, v in maps.items():
+                    if not name.startswith("_"):
+                        map_parts.setdefault(name, []).append(v.squeeze(-3).cpu().numpy())
+            if want_scores:
+                for name, v in self._scores_of(maps).items():
+                    score_parts.setdefault(name, []).append(v.cpu().numpy().astype(np.float64))
+
+        def join(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+            return {n: np.concatenate(v, axis=1 if n == "rec" else 0) for n, v in parts.items()}
+
+        return join(map_parts), join(score_parts)
+
+    def score_maps(self, images: Images, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Pixel maps of every score as float32 arrays ``(N, S, S)`` (``rec``: ``(K, N, S, S)``,
+        one map per network of module B), plus the reconstructions."""
+        return self._collect(images, batch_size, want_maps=True, want_scores=False)[0]
+
+    def score_samples(self, images: Images, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Image scores (:attr:`score_names`), higher = more anomalous: ``rec`` ``(K, N)``, one
+        row per network of module B alone, the others ``(N,)``."""
+        return self._collect(images, batch_size, want_maps=False, want_scores=True)[1]
+
+    def score_all(
+        self, images: Images, batch_size: int = 256
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """:meth:`score_maps` and :meth:`score_samples` from one pass over ``images``."""
+        return self._collect(images, batch_size, want_maps=True, want_scores=True)
+
+    def shown_maps(self, maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The maps of :attr:`map_names` out of :meth:`score_maps`' ``maps``, ``(N, S, S)``
+        each (``rec``: its first network's)."""
+        return {n: (maps[n][0] if n == "rec" else maps[n]) for n in self.map_names if n in maps}
+
+    # -- persistence -----------------------------------------------------------------------
+    def _networks(self, module: str) -> list[torch.nn.Module]:
+        """Freshly built networks of ``module`` ("A" or "B"), to load weights into."""
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted model to one file, atomically."""
+        self._check_fitted()
+        path = Path(path)
+        for name, nets in (("B", self.module_b_), ("A", self.module_a_ or [])):
+            check_finite_weights([_cpu_state(m) for m in nets], f"module {name}")
+        blob = {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "params": self.get_params(),
+            "size": self.size_,
+            "precision": self.precision_,
+            "module_b": [_cpu_state(m) for m in self.module_b_],
+            "module_a": (
+                [_cpu_state(m) for m in self.module_a_] if self.module_a_ is not None else None
+            ),
+            "history": self.history_,
+        }
+        buf = io.BytesIO()
+        torch.save(blob, buf)
+        atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = "auto") -> Any:
+        """A model written by :meth:`save`, on ``device`` (default: the best available); a
+        :class:`DataError` when the file holds another kind of detector
+        (:func:`load_detector` takes any)."""
+        path = Path(path)
+        blob = _read_model_file(path)
+        kind = detector_for(blob["params"].get("backbone"), path)
+        if kind is not cls:
+            raise DataError(
+                f"{path}: holds a {kind.__name__} model, not a {cls.__name__} one; load it with "
+                "ddadlib.detectors.load_detector"
+            )
+        return cls._from_blob(blob, path, device)
+
+    @classmethod
+    def _from_blob(cls, blob: dict, path: Path, device: str | None) -> Any:
+        params = dict(blob["params"], device=device)
+        try:
+            model = cls(**params)
+        except TypeError as exc:
+            raise DataError(f"{path}: damaged model file (settings: {exc})") from None
+        model.device_ = pick_device(device)
+        model.precision_ = blob["precision"]
+        model.size_ = blob["size"]
+        model.history_ = blob.get("history", {})
+        model.module_b_ = model._restore("B", blob["module_b"], path)
+        model.module_a_ = (
+            model._restore("A", blob["module_a"], path) if blob["module_a"] is not None else None
+        )
+        if model.module_a_ is None and model.uses_unlabeled:
+            raise DataError(
+                f"{path}: damaged model file (a {model.backbone} model without module A)"
+            )
+        return model
+
+    def _restore(self, module: str, states: list[dict], path: Path) -> list:
+        nets = self._networks(module)
+        # zip() would leave networks that the file does not store at their random initialisation
+        if not isinstance(states, list) or len(states) != len(nets):
+            raise DataError(
+                f"{path}: damaged model file: it records {len(nets)} network(s) in "
+                f"module {module} but stores "
+                f"{len(states) if isinstance(states, list) else 'none'}"
+            )
+        bad = nonfinite_members(states)
+        if bad:
+            raise DataError(
+                f"{path}: the weights of network(s) {bad} of module {module} are not "
+                "finite (NaN or infinity): the model is unusable; train it again"
+            )
+        for net, sd in zip(nets, states):
+            try:
+                net.load_state_dict(sd)
+            except (RuntimeError, TypeError, AttributeError) as exc:
+                reason = str(exc).strip().splitlines()[0][:200]
+                raise DataError(f"{path}: damaged model file (module {module}: {reason})") from None
+        return [net.to(self.device_).eval() for net in nets]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{k}={v!r}" for k, v in self.get_params().items() if k not in ("progress",)
+        )
+        return f"{type(self).__name__}({shown})"
+
+
+class DDAD(_Detector):
+    """Dual-Distribution Discrepancy anomaly detection.
+
+    Parameters are the paper's defaults (``docs/method.md``): Adam with lr 5e-4 and betas
+    (0.5, 0.999) as in the authors' code, batch 64, 250 epochs, K = 3. ``seed`` sets every
+    member's initialisation and data order. ``device="auto"`` takes CUDA, then MPS, then the CPU;
+    ``precision="auto"`` is float32. ``vectorised=None`` trains the K members as one vectorised
+    model on CUDA and one after the other elsewhere (see :mod:`ddadlib.models.ensemble`).
+    """
+
+    score_names = SCORE_NAMES
+    map_names = ("mu_A", "mu_B", "intra", "inter")
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.k < 2:
+            raise ConfigError(
+                f"k must be at least 2 (the intra-discrepancy needs 2 members); got {self.k}"
+            )
 
     def module_config(self, module: str, size: int) -> EnsembleConfig:
         """The configuration of module ``"A"`` or ``"B"`` for images of ``size`` pixels."""
@@ -115,15 +349,20 @@ class DDAD:
             lr=self.lr,
             seed=self.seed,
             module=module,
-            precision=self.precision_,
+            precision=getattr(self, "precision_", EnsembleConfig.precision),
             size=size,
         )
+
+    def optimiser_settings(self) -> dict[str, Any]:
+        """The optimiser's settings as the ensemble trainer takes them (lr, betas, batch)."""
+        cfg = self.module_config("B", getattr(self, "size_", EnsembleConfig.size))
+        return {"lr": cfg.lr, "betas": list(cfg.betas), "batch_size": cfg.batch_size}
 
     # -- training --------------------------------------------------------------------------
     def fit(
         self,
-        normal: np.ndarray | torch.Tensor,
-        unlabeled: np.ndarray | torch.Tensor | None = None,
+        normal: Images,
+        unlabeled: Images | None = None,
         *,
         module_b: list[AE] | None = None,
         checkpoint_dir: str | Path | None = None,
@@ -134,32 +373,8 @@ class DDAD:
         an already trained module B (it does not depend on Du). With ``checkpoint_dir``,
         training saves checkpoints there and resumes from them.
         """
-        self._check_params()
-        self.device_ = pick_device(self.device)
-        self.precision_ = pick_precision(self.precision, self.device_)
-        dn = to_tensor(normal, self.device_)
-        self.size_ = int(dn.shape[-1])
+        dn = self._start_fit(normal)
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        self.history_: dict[str, Any] = {}
-        if self.backbone == "fanogan":
-            t0 = time.perf_counter()
-            net = train_fanogan(
-                dn,
-                epochs=self.epochs,
-                seed=self.seed,
-                encoder_lr=self.lr,
-                batch_size=self.batch_size,
-                progress=self.progress,
-            )
-            self.history_["B"] = {
-                "losses": net.history,
-                "seconds": time.perf_counter() - t0,
-                "n_images": int(dn.shape[0]),
-                "path": "f-AnoGAN",
-            }
-            self.module_b_ = [net]
-            self.module_a_ = None
-            return self
         if module_b is not None:
             if len(module_b) != self.k:
                 raise ValueError(f"module_b has {len(module_b)} members, k is {self.k}")
@@ -194,21 +409,8 @@ class DDAD:
         }
         return result.members
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "module_b_"):
-            raise RuntimeError("this DDAD model is not fitted yet; call fit() or DDAD.load()")
-
     # -- scoring ---------------------------------------------------------------------------
-    @torch.no_grad()
     def _maps_of(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.backbone == "fanogan":
-            (model,) = self.module_b_
-            recon = model(x)["recon"]
-            return {
-                "rec": model.anomaly_maps(x)[None],
-                "mu_B": recon,
-                "_score": model.score(x)[None],
-            }
         outs_b = [m(x) for m in self.module_b_]
         recon_b = torch.stack([o["recon"] for o in outs_b]).float()
         logvar_b = (
@@ -222,165 +424,143 @@ class DDAD:
             maps["sigma2"] = torch.exp(logvar_b).mean(0)
         return maps
 
-    def _batches(self, images, batch_size: int):
-        self._check_fitted()
-        x_all = images if isinstance(images, torch.Tensor) else np.asarray(images)
-        if len(x_all) == 0:
-            raise ValueError("no images to score (an empty set)")
-        if x_all.shape[-1] != self.size_:
-            raise ValueError(f"images are {x_all.shape[-1]} pixels; this model takes {self.size_}")
-        for s in range(0, len(x_all), batch_size):
-            yield self._maps_of(to_tensor(x_all[s : s + batch_size], self.device_))
+    def _scores_of(self, maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {n: image_scores(maps[n]) for n in self.score_names}
 
-    def _collect(
-        self, images, batch_size: int, want_maps: bool, want_scores: bool
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """One pass of the networks over ``images``, gathering maps and/or image scores."""
-        map_parts: dict[str, list[np.ndarray]] = {}
-        score_parts: dict[str, list[np.ndarray]] = {}
-        for maps in self._batches(images, batch_size):
-            if want_maps:
-                for name, v in maps.items():
-                    if not name.startswith("_"):
-                        map_parts.setdefault(name, []).append(v.squeeze(-3).cpu().numpy())
-            if want_scores:
-                if self.backbone == "fanogan":
-                    got = {"rec_members": maps["_score"]}
-                else:
-                    got = {n: image_scores(maps[n]) for n in SCORE_NAMES}
-                    got["rec_members"] = got.pop("rec")
-                for name, v in got.items():
-                    score_parts.setdefault(name, []).append(v.cpu().numpy().astype(np.float64))
-        maps_out = {n: np.concatenate(v, axis=1 if n == "rec" else 0) for n, v in map_parts.items()}
-        scores_out: dict[str, np.ndarray] = {}
-        if want_scores:
-            members = np.concatenate(score_parts.pop("rec_members"), axis=1)
-            scores_out = {
-                "rec": members[0],
-                "rec_members": members,
-                **{n: np.concatenate(v) for n, v in score_parts.items()},
-            }
-        return maps_out, scores_out
-
-    def score_maps(
-        self, images: np.ndarray | torch.Tensor, batch_size: int = 256
-    ) -> dict[str, np.ndarray]:
+    def score_maps(self, images: Images, batch_size: int = 256) -> dict[str, np.ndarray]:
         """Pixel maps of every score, as float32 arrays ``(N, S, S)`` (``rec``: ``(K, N, S,
         S)``, one map per network of module B), plus the reconstructions ``mu_A`` and
         ``mu_B`` (in [-1, 1]) and, for AE-U, ``sigma2``."""
-        return self._collect(images, batch_size, want_maps=True, want_scores=False)[0]
+        return super().score_maps(images, batch_size)
 
-    def score_samples(
-        self, images: np.ndarray | torch.Tensor, batch_size: int = 256
-    ) -> dict[str, np.ndarray]:
+    def score_samples(self, images: Images, batch_size: int = 256) -> dict[str, np.ndarray]:
         """Image scores (the mean of each map over pixels), higher = more anomalous.
 
-        ``rec`` is the score of module B's first network alone (the baseline of one network
-        trained on Dn) and ``rec_members`` holds all K, ``(K, N)``; then ``rec_ensemble``,
-        ``intra`` and ``inter``. f-AnoGAN gives ``rec`` only (pixel plus critic-feature
-        residual).
+        ``rec`` ``(K, N)``: each network of module B alone (the baseline of one network trained
+        on Dn); ``rec_ensemble`` (the error of their mean reconstruction), ``intra`` and
+        ``inter``, ``(N,)``.
         """
-        return self._collect(images, batch_size, want_maps=False, want_scores=True)[1]
+        return super().score_samples(images, batch_size)
 
-    def score_all(
-        self, images: np.ndarray | torch.Tensor, batch_size: int = 256
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """:meth:`score_maps` and :meth:`score_samples` from one pass over ``images``."""
-        return self._collect(images, batch_size, want_maps=True, want_scores=True)
+    def _networks(self, module: str) -> list[torch.nn.Module]:
+        return build_members(self.module_config(module, self.size_))
 
-    # -- persistence -----------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write the fitted model to one file, atomically."""
-        self._check_fitted()
-        path = Path(path)
-        for name, nets in (("B", self.module_b_), ("A", self.module_a_ or [])):
-            check_finite_weights([_cpu_state(m) for m in nets], f"module {name}")
-        blob = {
-            "format": MODEL_FORMAT,
-            "version": MODEL_VERSION,
-            "params": self.get_params(),
-            "size": self.size_,
-            "precision": self.precision_,
-            "module_b": [_cpu_state(m) for m in self.module_b_],
-            "module_a": (
-                [_cpu_state(m) for m in self.module_a_] if self.module_a_ is not None else None
-            ),
-            "history": self.history_,
+
+class FAnoGAN(_Detector):
+    """f-AnoGAN (WGAN-GP with the izi_f encoder, :mod:`ddadlib.models.fanogan`) trained on Dn
+    only: the paper's Table 2 comparison. One network (``k`` is ignored) and one score, ``rec``
+    ``(1, N)``: the pixel plus critic-feature residual. ``lr`` is the encoder's; the GAN trains
+    with :func:`~ddadlib.models.fanogan.train_fanogan`'s own settings."""
+
+    score_names = ("rec",)
+    map_names = ("recon", "rec")
+    uses_unlabeled = False
+    ensemble = False
+
+    def __init__(self, backbone: str = "fanogan", k: int = 1, **settings: Any) -> None:
+        super().__init__(backbone=backbone, k=k, **settings)
+
+    def optimiser_settings(self) -> dict[str, Any]:
+        """The encoder's optimiser settings (the GAN's are train_fanogan's defaults)."""
+        # models/fanogan.py trains the encoder with Adam betas (0.5, 0.999), as the autoencoders
+        return {"lr": self.lr, "betas": list(EnsembleConfig.betas), "batch_size": self.batch_size}
+
+    def fit(
+        self,
+        normal: Images,
+        unlabeled: Images | None = None,
+        *,
+        checkpoint_dir: str | Path | None = None,
+    ) -> FAnoGAN:
+        """Train on ``normal`` (Dn); ``unlabeled`` is not used (f-AnoGAN has no module A).
+        ``checkpoint_dir`` is accepted as the protocol names it but not used yet: training
+        restarts from the beginning after a kill (``train_fanogan`` takes no checkpoint)."""
+        dn = self._start_fit(normal)
+        t0 = time.perf_counter()
+        net = train_fanogan(
+            dn,
+            epochs=self.epochs,
+            seed=self.seed,
+            encoder_lr=self.lr,
+            batch_size=self.batch_size,
+            progress=self.progress,
+        )
+        self.history_["B"] = {
+            "losses": net.history,
+            "seconds": time.perf_counter() - t0,
+            "n_images": int(dn.shape[0]),
+            "path": "f-AnoGAN",
         }
-        buf = io.BytesIO()
-        torch.save(blob, buf)
-        atomic_write(path, lambda fh: fh.write(buf.getvalue()))
-        return path
+        self.module_b_ = [net]
+        self.module_a_ = None
+        return self
 
-    @classmethod
-    def load(cls, path: str | Path, device: str | None = "auto") -> DDAD:
-        """A model written by :meth:`save`, on ``device`` (default: the best available)."""
-        path = Path(path)
-        blob = read_torch_file(
-            path,
-            "model",
-            DataError,
-            fix="train the run again (delete model.pt and rerun `ddad train`)",
-        )
-        if blob.get("format") != MODEL_FORMAT:
-            raise DataError(f"{path}: not a ddadlib model file")
-        if not isinstance(blob.get("version"), int) or blob["version"] > MODEL_VERSION:
-            raise DataError(f"{path}: written by a newer ddadlib (format {blob.get('version')})")
-        missing = [
-            k for k in ("params", "size", "precision", "module_b", "module_a") if k not in blob
-        ]
-        if missing:
-            raise DataError(f"{path}: damaged model file (no {', '.join(missing)})")
-        params = dict(blob["params"], device=device)
-        try:
-            model = cls(**params)
-        except TypeError as exc:
-            raise DataError(f"{path}: damaged model file (settings: {exc})") from None
-        model.device_ = pick_device(device)
-        model.precision_ = blob["precision"]
-        model.size_ = blob["size"]
-        model.history_ = blob.get("history", {})
-        model.module_b_ = model._restore("B", blob["module_b"], path)
-        model.module_a_ = (
-            model._restore("A", blob["module_a"], path) if blob["module_a"] is not None else None
-        )
-        if model.module_a_ is None and model.backbone != "fanogan":
-            raise DataError(
-                f"{path}: damaged model file (a {model.backbone} model without module A)"
-            )
-        return model
+    def _maps_of(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        (model,) = self.module_b_
+        return {
+            "rec": model.anomaly_maps(x)[None],
+            "recon": model(x)["recon"],
+            "_score": model.score(x)[None],
+        }
 
-    def _restore(self, module: str, states: list[dict], path: Path) -> list:
-        if self.backbone == "fanogan":
-            nets = [FAnoGAN(size=self.size_)]
-        else:
-            nets = build_members(self.module_config(module, self.size_))
-        # zip() would leave networks that the file does not store at their random initialisation
-        if not isinstance(states, list) or len(states) != len(nets):
-            raise DataError(
-                f"{path}: damaged model file: it records {len(nets)} network(s) in "
-                f"module {module} but stores "
-                f"{len(states) if isinstance(states, list) else 'none'}"
-            )
-        bad = nonfinite_members(states)
-        if bad:
-            raise DataError(
-                f"{path}: the weights of network(s) {bad} of module {module} are not "
-                "finite (NaN or infinity): the model is unusable; train it again"
-            )
-        for net, sd in zip(nets, states):
-            try:
-                net.load_state_dict(sd)
-            except (RuntimeError, TypeError, AttributeError) as exc:
-                reason = str(exc).strip().splitlines()[0][:200]
-                raise DataError(f"{path}: damaged model file (module {module}: {reason})") from None
-        return [net.to(self.device_).eval() for net in nets]
+    def _scores_of(self, maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"rec": maps["_score"]}
 
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{k}={v!r}" for k, v in self.get_params().items() if k not in ("progress",)
-        )
-        return f"DDAD({shown})"
+    def _networks(self, module: str) -> list[torch.nn.Module]:
+        return [FAnoGANNetwork(size=self.size_)]
+
+
+#: Backbone name -> detector class: the one place that knows which names mean which detector.
+DETECTORS: dict[str, type[_Detector]] = {
+    **{name: DDAD for name in BACKBONES},
+    "fanogan": FAnoGAN,
+}
+#: Every backbone name a run can take.
+BACKBONE_NAMES = tuple(DETECTORS)
+
+
+def detector_for(backbone: str, path: Path | None = None) -> type[_Detector]:
+    """The detector class of ``backbone`` (a :class:`ConfigError`, or a :class:`DataError`
+    naming ``path`` when the name comes from a file)."""
+    try:
+        return DETECTORS[backbone]
+    except (KeyError, TypeError):
+        message = f"unknown backbone {backbone!r}; choose one of {', '.join(DETECTORS)}"
+        if path is not None:
+            raise DataError(f"{path}: damaged model file ({message})") from None
+        raise ConfigError(message) from None
+
+
+def make_detector(backbone: str, **settings: Any) -> Detector:
+    """An unfitted detector of ``backbone`` with ``settings`` (the keywords of :data:`PARAMS`);
+    its settings are checked (a :class:`ConfigError`)."""
+    model = detector_for(backbone)(backbone=backbone, **settings)
+    model._check_params()
+    return model
+
+
+def load_detector(path: str | Path, device: str | None = "auto") -> Detector:
+    """The detector in a model file written by ``save``, whichever kind it is."""
+    path = Path(path)
+    blob = _read_model_file(path)
+    return detector_for(blob["params"].get("backbone"), path)._from_blob(blob, path, device)
+
+
+def _read_model_file(path: Path) -> dict:
+    blob = read_torch_file(
+        path,
+        "model",
+        DataError,
+        fix="train the run again (delete model.pt and rerun `ddad train`)",
+    )
+    if blob.get("format") != MODEL_FORMAT:
+        raise DataError(f"{path}: not a ddadlib model file")
+    if not isinstance(blob.get("version"), int) or blob["version"] > MODEL_VERSION:
+        raise DataError(f"{path}: written by a newer ddadlib (format {blob.get('version')})")
+    missing = [k for k in ("params", "size", "precision", "module_b", "module_a") if k not in blob]
+    if missing or not isinstance(blob["params"], dict):
+        raise DataError(f"{path}: damaged model file (no {', '.join(missing) or 'params'})")
+    return blob
 
 
 def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -21,6 +21,12 @@ SCORE_TITLES: dict[str, str] = {
 #: The backbones of Table 1, in its order.
 TABLE1_BACKBONES = ("ae", "memae", "aeu")
 
+#: The method Table 2 compares DDAD with beside the Table 1 backbones (trained on Dn only).
+TABLE2_BASELINES = ("fanogan",)
+
+#: The rows of Table 2's reconstruction baselines, in its order.
+TABLE2_ROWS = ("ae", "memae", "fanogan", "aeu")
+
 #: Readable backbone names, in the order tables and views list them (Table 1, Table 2).
 BACKBONE_TITLES = {"ae": "AE", "memae": "MemAE", "aeu": "AE-U", "fanogan": "f-AnoGAN"}
 

@@ -275,7 +275,8 @@ def plot_score_histograms(
     """Histograms of image scores, normal against abnormal, one panel per score (paper Fig. 3).
 
     ``scores``: name -> ``(N,)`` image scores, or ``(K, N)`` per member (``rec``: each network of
-    module B alone), of which the first row is drawn and the panel says "network 1 of K". Panels
+    module B alone), of which the first row is drawn and the panel says "network 1 of K" (with
+    K > 1; f-AnoGAN's ``(1, N)`` is its one network). Panels
     follow the dict's order; up to 4 make one row, more wrap onto rows of 3 (4 above 6), or of
     ``ncols``.
     ``labels``: ``(N,)``, 0 normal, 1 abnormal. ``metrics`` (optional): name -> the dict of
@@ -299,7 +300,7 @@ def plot_score_histograms(
         arr = np.asarray(value, dtype=np.float64)
         members = None
         if arr.ndim == 2:
-            members, arr = arr.shape[0], arr[0]
+            members, arr = (arr.shape[0] if arr.shape[0] > 1 else None), arr[0]
         if arr.ndim != 1 or arr.shape[0] != n:
             raise ValueError(
                 f"score {name!r} must have shape ({n},) or (K, {n}), got {np.shape(value)}"

@@ -47,9 +47,8 @@ def test_scores_have_the_documented_shapes(fitted, tiny):
     _, _, test = tiny
     n = len(test)
     s = fitted.score_samples(test)
-    assert set(s) == {"rec", "rec_members", "rec_ensemble", "intra", "inter"}
-    assert s["rec_members"].shape == (2, n)
-    assert np.array_equal(s["rec"], s["rec_members"][0])
+    assert set(s) == {"rec", "rec_ensemble", "intra", "inter"} == set(fitted.score_names)
+    assert s["rec"].shape == (2, n)  # rec: each network of module B alone
     assert all(
         s[k].shape == (n,) and np.isfinite(s[k]).all() for k in ("rec_ensemble", "intra", "inter")
     )

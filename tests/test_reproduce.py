@@ -15,11 +15,13 @@ from ddadlib.runs.grid import (
     common_unlabeled,
     format_mean_sd,
     load_results,
-    load_scores,
     run_name,
     summarise,
 )
 from ddadlib.runs.reproduce import PROTOCOLS, plan, reproduce
+from ddadlib.runs.run import Run
+
+quiet = dict(log=lambda s: None)
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +163,24 @@ def test_other_settings_into_the_same_folder_are_refused(reproduction, tiny_synt
         )
 
 
+def test_a_folder_whose_runs_differ_in_device_or_precision_is_refused(
+    reproduction, tiny_synthetic, tmp_path
+):
+    out, _, _ = reproduction
+    copy = shutil.copytree(out, tmp_path / "out")
+    settings = dict(seeds=(0, 1), epochs=1, fanogan_epochs=1, n_boot=20, progress=False)
+    # another device or precision than its runs used: refused before anything trains
+    with pytest.raises(DataError, match=r"differ in device or precision \(cpu bf16: this call"):
+        reproduce(tiny_synthetic, copy, "quick", precision="bf16", **settings, **quiet)
+    # one run made on another device (its config says so): its tables would mix them
+    one = sorted((copy / "runs").iterdir())[0]
+    cfg = json.loads((one / "config.json").read_text())
+    (one / "config.json").write_text(json.dumps(dict(cfg, device="cuda")))
+    for report_only in (True, False):
+        with pytest.raises(DataError, match=rf"cuda fp32: {one.name}"):
+            reproduce(tiny_synthetic, copy, "quick", report_only=report_only, **settings, **quiet)
+
+
 def test_unknown_protocol_is_a_config_error_naming_the_choices(tmp_path):
     # the API once looked the name up before checking it: a bare KeyError
     with pytest.raises(ConfigError, match="unknown protocol 'nope'.*cpu"):
@@ -190,7 +210,7 @@ def test_results_table_and_summary(reproduction):
     assert row["std"] == pytest.approx(aucs.std(ddof=1))
     fan = summary[summary["backbone"] == "fanogan"]
     assert len(fan) == 1 and np.isnan(fan["ar"].iloc[0])
-    scores = load_scores(record["runs"][0])
+    scores = Run(record["runs"][0]).scores()
     assert {"id", "label", "rec", "inter", "rec_m1"} <= set(scores.columns)
     assert format_mean_sd(0.81234, 0.0141, 3) == "0.812 ± 0.014"
     assert format_mean_sd(0.81234, float("nan"), 1) == "0.812"
@@ -203,7 +223,7 @@ def test_unevaluated_run_is_named(tmp_path):
     with pytest.raises(DataError, match=r"no metrics.json.*ddad evaluate"):
         load_results([run])
     with pytest.raises(DataError, match=r"no scores.csv"):
-        load_scores(run)
+        Run(run).scores()
 
 
 def test_cli_reproduce(tiny_synthetic, tmp_path, capsys):

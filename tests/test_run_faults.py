@@ -206,7 +206,7 @@ def test_evaluate_refuses_a_dataset_changed_since_training(trained, tmp_path, ca
             dict(
                 json.loads((run / "config.json").read_text()),
                 data_path=str(copy),
-                data_fingerprint=cfg["data_fingerprint"],
+                data_fingerprint=cfg.data_fingerprint,
             )
         )
     )
@@ -283,7 +283,7 @@ def test_run_that_never_trained_is_replaced(trained, tmp_path, monkeypatch):
     with pytest.raises(TrainingError):
         train_run(tmp_path / "run", cfg, progress=False, **quiet)
     monkeypatch.undo()
-    other = dict(cfg, epochs=2)
+    other = cfg.replace(epochs=2)
     lines = []
     train_run(tmp_path / "run", other, progress=False, log=lines.append)
     assert any("replacing a run that never trained" in line for line in lines)

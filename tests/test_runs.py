@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ddadlib.detectors import DDAD
+from ddadlib.detectors import DDAD, load_detector
 from ddadlib.errors import DataError
-from ddadlib.runs.config import read_config, run_config
+from ddadlib.runs.config import RunConfig, run_config
 from ddadlib.runs.evaluate import evaluate_run
 from ddadlib.runs.train import train_run
 
@@ -18,7 +18,7 @@ quiet = dict(log=lambda s: None)
 
 def test_config_records_everything(tiny_runs):
     parent, _ = tiny_runs
-    cfg = read_config(parent / "ar0.5")
+    cfg = RunConfig.read(parent / "ar0.5").to_dict()
     for key in (
         "backbone",
         "k",
@@ -101,7 +101,7 @@ def test_default_m_is_the_most_the_pools_allow(tiny_synthetic):
     lines = []
     cfg = run_config(tiny_synthetic, k=2, epochs=1, ar=0.6, log=lines.append)
     # pools of 30 + 30: at AR 0.6, 51 images (int(51 * 0.6) = 30 abnormal + 21 normal)
-    assert cfg["n_unlabeled"] == 51 and "the most the pools allow" in lines[0]
+    assert cfg.n_unlabeled == 51 and "the most the pools allow" in lines[0]
 
 
 def test_folder_that_is_not_a_run_is_refused(tiny_synthetic, tmp_path):
@@ -138,7 +138,7 @@ def test_evaluate_writes_metrics_scores_and_figures(tiny_runs, tmp_path):
 def test_unfinished_run_cannot_be_evaluated(tiny_synthetic, tmp_path):
     cfg = run_config(tiny_synthetic, k=2, epochs=1, ar=0.5, n_unlabeled=10, **quiet)
     (tmp_path / "r").mkdir()
-    (tmp_path / "r" / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "r" / "config.json").write_text(json.dumps(cfg.to_dict()))
     with pytest.raises(DataError, match="not finished"):
         evaluate_run(tmp_path / "r", **quiet)
 
@@ -148,16 +148,16 @@ def test_fanogan_run_has_rec_only(tiny_synthetic, tmp_path):
     cfg = run_config(
         tiny_synthetic, backbone="fanogan", epochs=1, seed=0, device="cpu", log=lines.append
     )
-    assert cfg["du_ids"] == [] and "Dn only" in lines[0]
+    assert cfg.du_ids == () and "Dn only" in lines[0]
     model = train_run(tmp_path / "fa", cfg, progress=False, **quiet)
     assert model.module_a_ is None
     metrics = evaluate_run(tmp_path / "fa", n_boot=20, **quiet)
     assert set(metrics) == {"rec"}
     scores = pd.read_csv(tmp_path / "fa" / "scores.csv")
     assert scores["rec"].notna().all() and scores["inter"].isna().all()
-    again = DDAD.load(tmp_path / "fa" / "model.pt", device="cpu")
+    again = load_detector(tmp_path / "fa" / "model.pt", device="cpu")
     ds_scores = again.score_samples(np.zeros((2, 32, 32), np.uint8))
-    assert set(ds_scores) == {"rec", "rec_members"}
+    assert set(ds_scores) == {"rec"} and ds_scores["rec"].shape == (1, 2)
 
 
 def test_interrupted_run_resumes_from_its_checkpoints(tiny_synthetic, tmp_path, monkeypatch):

@@ -28,13 +28,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ddadlib.data.dataset import PreparedDataset, is_prepared
 from ddadlib.data.prepare import prepare_synthetic
+from ddadlib.detectors import detector_for
 from ddadlib.errors import ConfigError
 from ddadlib.paper import PAPER_ARS, TABLE1_BACKBONES, TABLE_AR
 from ddadlib.runs.grid import cache_dir, common_unlabeled, ensure_run
+from ddadlib.runs.run import TestSet
+from ddadlib.runs.run import test_set as runs_test_set
 
 MODE_NAMES = ("quick", "class", "full")
 
@@ -188,7 +189,7 @@ def course_run(
     """The evaluated run of ``backbone`` at ``ar`` (default the settings' AR) with ``seed``
     (default the first seed): loaded from the cache, or trained and evaluated once."""
     data = course_data(s, log=log)
-    fan = backbone == "fanogan"
+    fan = not detector_for(backbone).uses_unlabeled
     m = None if fan else common_unlabeled(data, s.ars + (s.ar,))
     return ensure_run(
         runs_root(s),
@@ -215,17 +216,14 @@ def course_grid(
     """Every run of ``backbones`` x ``ars`` (default the settings' ablation ARs) x seeds."""
     ars = s.ars if ars is None else tuple(ars)
     return [
-        course_run(s, b, ar if b != "fanogan" else None, seed, progress, log)
+        course_run(s, b, ar, seed, progress, log)
         for seed in s.seeds
         for b in backbones
-        for ar in (ars if b != "fanogan" else (None,))
+        for ar in (ars if detector_for(b).uses_unlabeled else (None,))
     ]
 
 
-def test_set(s: CourseSettings):
+def test_set(s: CourseSettings) -> TestSet:
     """The test images, labels, ids and masks (None for real data) of the settings' dataset."""
 
-    ds = PreparedDataset.load(course_data(s))
-    idx = np.concatenate([ds.part("test_normal"), ds.part("test_abnormal")])
-    masks = ds.masks[idx] if ds.masks is not None else None
-    return ds.images[idx], ds.labels[idx], [ds.ids[i] for i in idx], masks
+    return runs_test_set(PreparedDataset.load(course_data(s)))

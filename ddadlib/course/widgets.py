@@ -14,9 +14,8 @@ change. ``current`` holds what is shown, ``figure`` the figure drawn last, ``png
 ``renders`` how many times it was drawn. Widgets need a live kernel; a static page (the docs
 site) shows :meth:`snapshot`, a :class:`matplotlib.figure.Figure` of the current view, instead.
 
-The views read what ``ddad train`` and ``ddad evaluate`` write into a run folder
-(:mod:`ddadlib.runs`): ``config.json``, ``scores.csv`` and ``metrics.json``; the image browser
-also loads ``model.pt`` and the run's prepared dataset.
+The views read run folders through :class:`ddadlib.runs.Run` (its config, scores and metrics;
+the image browser also its model and the test split of its prepared dataset).
 """
 
 from __future__ import annotations
@@ -35,12 +34,11 @@ from IPython.display import Image
 from matplotlib.figure import Figure
 
 from ddadlib import plots
-from ddadlib.data.dataset import PreparedDataset
-from ddadlib.detectors import DDAD
 from ddadlib.errors import DataError
-from ddadlib.paper import BACKBONE_TITLES, SCORE_NAMES, SCORE_TITLES
-from ddadlib.runs.config import is_finished, read_config
-from ddadlib.runs.grid import load_metrics, load_results, load_scores
+from ddadlib.paper import BACKBONE_TITLES, SCORE_TITLES
+from ddadlib.runs.config import RunConfig
+from ddadlib.runs.grid import load_results
+from ddadlib.runs.run import Run, test_indices
 
 __all__ = ["ARSlider", "HistogramExplorer", "ImageBrowser"]
 
@@ -52,64 +50,45 @@ _DPI = 96
 # -- reading run folders ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Run:
-    """An evaluated run folder: its config, its ``scores.csv`` and its ``metrics.json``."""
+    """An evaluated run as the views show it: its config, scores and metrics, read once."""
 
     path: Path
-    config: dict
-    scores: pd.DataFrame
+    config: RunConfig
+    names: list[str]
+    labels: np.ndarray
+    arrays: dict[str, np.ndarray]
     metrics: dict
 
     @property
     def backbone(self) -> str:
-        return str(self.config.get("backbone"))
+        return self.config.backbone
 
     @property
     def ar(self) -> float | None:
-        ar = self.config.get("ar")
-        return None if ar is None else float(ar)
+        return None if self.config.ar is None else float(self.config.ar)
 
     @property
     def seed(self) -> int:
-        return int(self.config.get("seed", 0))
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.scores["label"].to_numpy(dtype=np.int64)
-
-    @property
-    def names(self) -> list[str]:
-        """The scores this run has (f-AnoGAN: ``rec`` only)."""
-        return [
-            n
-            for n in SCORE_NAMES
-            if n in self.metrics and n in self.scores and self.scores[n].notna().all()
-        ]
+        return int(self.config.seed)
 
     def values(self, name: str) -> np.ndarray:
-        """Image scores ``(N,)``; ``rec`` of K > 1 networks as ``(K, N)``, one row per network
-        of module B (the form :func:`ddadlib.plots.plot_score_histograms` and ``metrics.json``
-        use)."""
-        if name == "rec":
-            cols = sorted(
-                (c for c in self.scores.columns if c.startswith("rec_m")), key=lambda c: int(c[5:])
-            )
-            if len(cols) > 1:  # one network (f-AnoGAN): the plain column below
-                return self.scores[cols].to_numpy(dtype=np.float64).T
-        return self.scores[name].to_numpy(dtype=np.float64)
+        """Image scores ``(N,)``; ``rec`` as ``(K, N)``, one row per network of module B (the
+        form :func:`ddadlib.plots.plot_score_histograms` and ``metrics.json`` use)."""
+        return self.arrays[name]
 
 
 def _read_run(run: str | Path) -> _Run:
     """An evaluated run folder (a :class:`DataError` naming the folder and the fix otherwise)."""
-
-    path = Path(run)
-    if not path.is_dir():
+    found = Run(run)
+    if not found.path.is_dir():
         raise DataError(f"{run}: no such run folder")
-    cfg = read_config(path)
-    scores = load_scores(path)
-    metrics = load_metrics(path)
-    if "label" not in scores.columns:
-        raise DataError(f"{path / 'scores.csv'}: no label column")
-    return _Run(path, cfg, scores, metrics)
+    cfg = found.config
+    table = found.scores()
+    metrics = found.metrics()
+    arrays = found.score_arrays(table)
+    names = [n for n in found.score_names if n in metrics and np.isfinite(arrays[n]).all()]
+    labels = table["label"].to_numpy(dtype=np.int64)
+    return _Run(found.path, cfg, names, labels, arrays, metrics)
 
 
 def _read_runs(runs: str | Path | Iterable[str | Path]) -> list[_Run]:
@@ -357,34 +336,27 @@ class ImageBrowser(_View):
     ) -> None:
 
         super().__init__()
-        self.path = Path(run)
-        self.config = read_config(self.path)
-        if not is_finished(self.path):
-            raise DataError(
-                f"{self.path}: training has not finished (no model.pt); run "
-                "`ddad train` with the same settings to resume it"
-            )
-        self.dataset = PreparedDataset.load(
-            data if data is not None else self.config["data_path"], mmap=True
-        )
-        if self.dataset.size != self.config.get("size", self.dataset.size):
+        self.run = Run(run)
+        self.path = self.run.path
+        self.run.require_finished()
+        self.config = self.run.config
+        self.dataset = self.run.dataset(data)
+        if self.dataset.size != self.config.size:
             raise DataError(
                 f"{self.dataset.root}: images are {self.dataset.size} pixels, the "
-                f"run was trained on {self.config['size']}"
+                f"run was trained on {self.config.size}"
             )
-        self.rows = np.concatenate(
-            [self.dataset.part("test_normal"), self.dataset.part("test_abnormal")]
-        )
+        self.rows = test_indices(self.dataset)
         self.labels = self.dataset.labels[self.rows]
         all_ids = self.dataset.ids
         self.ids = [all_ids[i] for i in self.rows]
         self.scores: pd.DataFrame | None = None
-        own = data is None or Path(data).resolve() == Path(self.config["data_path"]).resolve()
-        if own and (self.path / "scores.csv").is_file():
-            table = pd.read_csv(self.path / "scores.csv", dtype={"id": str})
+        own = data is None or Path(data).resolve() == Path(self.config.data_path).resolve()
+        if own and self.run.is_evaluated and self.run.scores_path.is_file():
+            table = self.run.scores()
             if table["id"].tolist() == self.ids:
                 self.scores = table
-        self.model = DDAD.load(self.path / "model.pt", device=device)
+        self.model = self.run.model(device=device)
         self.computed = 0
         self._maps: dict[int, dict[str, np.ndarray]] = {}
 
@@ -438,12 +410,7 @@ class ImageBrowser(_View):
         """The maps shown for one test image, ``(1, S, S)`` each (computed once, then kept)."""
         if test_index not in self._maps:
             x = np.array(self.dataset.images[self.rows[test_index]][None])  # a writable copy
-            got = self.model.score_maps(x)
-            if "mu_A" in got:
-                shown = {n: got[n] for n in ("mu_A", "mu_B", "intra", "inter") if n in got}
-            else:  # f-AnoGAN: one network, no module A
-                shown = {"recon": got["mu_B"], "rec": got["rec"][0]}
-            self._maps[test_index] = shown
+            self._maps[test_index] = self.model.shown_maps(self.model.score_maps(x))
             self.computed += 1
         return self._maps[test_index]
 
@@ -454,7 +421,9 @@ class ImageBrowser(_View):
         scores = {}
         if self.scores is not None:
             row = self.scores.iloc[i]
-            scores = {n: float(row[n]) for n in SCORE_NAMES if n in row and pd.notna(row[n])}
+            scores = {
+                n: float(row[n]) for n in self.model.score_names if n in row and pd.notna(row[n])
+            }
         masks = self.dataset.masks
         state = {
             "test_index": i,

@@ -22,9 +22,11 @@ same config and reuses it: an AR ablation trains B once.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,10 +35,10 @@ import numpy as np
 
 from ddadlib.data.dataset import PreparedDataset
 from ddadlib.data.splits import draw_unlabeled, max_unlabeled, split_sizes
-from ddadlib.detectors import DDAD
+from ddadlib.detectors import detector_for, make_detector
 from ddadlib.devices import pick_device, pick_precision
 from ddadlib.errors import DataError
-from ddadlib.paper import PAPER_UNLABELED
+from ddadlib.paper import BACKBONE_TITLES, PAPER_UNLABELED
 from ddadlib.provenance import provenance
 
 Log = Callable[[str], None]
@@ -53,6 +55,7 @@ MODULE_B_KEYS = (
     "epochs",
     "batch_size",
     "lr",
+    "betas",
     "seed",
     "device",
     "precision",
@@ -135,9 +138,116 @@ def recorded_fingerprint(ds: PreparedDataset, recorded: str | None) -> str:
     return dataset_fingerprint(ds)
 
 
+def config_changes(old: RunConfig, new: RunConfig, ds: PreparedDataset) -> list[str]:
+    """:meth:`RunConfig.differences` of ``new`` from ``old``, the run recorded on ``ds``, where
+    an older form of the same dataset's fingerprint is no difference."""
+    if old.data_fingerprint != new.data_fingerprint:
+        new = new.replace(data_fingerprint=recorded_fingerprint(ds, old.data_fingerprint))
+    return old.differences(new)
+
+
 def default_unlabeled(split: dict, ar: float) -> int:
     """The paper's M = 4,000 where the pools allow it at ``ar``, else the largest they allow."""
     return min(PAPER_UNLABELED, max_unlabeled(split, ar))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Every setting of a run: what ``config.json`` holds (:meth:`to_dict` / :meth:`from_dict`).
+
+    ``betas`` (and ``lr``, ``batch_size``) are the optimiser's settings as the detector trains
+    them (:meth:`ddadlib.detectors.DDAD.optimiser_settings`). ``du_ids``: the drawn Du (empty for
+    a detector that does not use it). ``provenance``, ``created`` and ``data_path`` do not define
+    the run (:data:`VOLATILE`): a run may be resumed or reused where they differ."""
+
+    format: int = RUN_FORMAT
+    data_path: str
+    data_fingerprint: str
+    size: int
+    dn_size: int | None = None
+    test_size: tuple[int, int] | None = None
+    backbone: str
+    k: int
+    epochs: int
+    batch_size: int
+    lr: float
+    betas: tuple[float, float] = (0.5, 0.999)  # what every run before this field was written used
+    seed: int
+    device: str
+    precision: str
+    ar: float | None = None
+    n_unlabeled: int | None = None
+    du_ids: tuple[str, ...] = ()
+    provenance: dict = field(default_factory=dict, compare=False)
+    created: str | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (lists for tuples), in ``config.json``'s order."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str | Path = "config") -> RunConfig:
+        """A config from its JSON form, also as older ddadlib versions wrote it (keys they did
+        not write take the value those runs used); a :class:`DataError` naming ``source``
+        when a key that every run config holds is missing or malformed."""
+        missing = [k for k in CONFIG_KEYS if k not in d] if isinstance(d, dict) else CONFIG_KEYS
+        if missing:
+            raise DataError(
+                f"{source}: damaged or not a ddadlib run config (no {', '.join(missing)})"
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in d.items() if k in names}
+        for key in ("test_size", "betas", "du_ids"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
+        if not isinstance(values.get("du_ids"), tuple) or not isinstance(
+            values.get("provenance", {}), dict
+        ):
+            raise DataError(f"{source}: damaged run config (du_ids or provenance malformed)")
+        return cls(**values)
+
+    @classmethod
+    def read(cls, run: str | Path) -> RunConfig:
+        """A run folder's ``config.json`` (a :class:`DataError` naming the folder when absent
+        or damaged)."""
+        path = Path(run) / "config.json"
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{run}: not a ddadlib run folder (no config.json)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"{path}: damaged ({exc})") from None
+        return cls.from_dict(d, path)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)
+
+    def defining(self) -> dict[str, Any]:
+        """The settings that define the run (all but :data:`VOLATILE`), in JSON form."""
+        return {k: v for k, v in self.to_dict().items() if k not in VOLATILE}
+
+    def differences(self, other: RunConfig) -> list[str]:
+        """The defining settings in which ``other`` differs from this config, as
+        ``key: this -> other``."""
+        a, b = self.defining(), other.defining()
+        out = []
+        for key in a:
+            va, vb = a[key], b[key]
+            if va != vb:
+                if isinstance(va, list) and len(va) > 8:
+                    va, vb = f"<{len(va)} ids>", f"<{len(vb or [])} ids>"
+                out.append(f"{key}: {va} -> {vb}")
+        return out
+
+    def module_b(self) -> dict[str, Any]:
+        """The settings that define module B (:data:`MODULE_B_KEYS`; it does not depend on Du)."""
+        d = self.to_dict()
+        return {k: d[k] for k in MODULE_B_KEYS}
 
 
 def run_config(
@@ -154,34 +264,16 @@ def run_config(
     device: str | None = "auto",
     precision: str | None = "auto",
     log: Log = print,
-) -> dict[str, Any]:
+) -> RunConfig:
     """The full config of a run on a prepared dataset, with Du drawn; fails at once (a
     :class:`DataError`) when the pools cannot supply M images at ``ar``."""
-    DDAD(backbone=backbone, k=k, epochs=epochs, batch_size=batch_size, lr=lr)._check_params()
+    kind = detector_for(backbone)
+    k = k if kind.ensemble else 1
+    model = make_detector(backbone, k=k, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     ds = PreparedDataset.load(data, mmap=True)
     sizes = split_sizes(ds.split)
     dev = pick_device(device)
-    cfg: dict[str, Any] = {
-        "format": RUN_FORMAT,
-        "data_path": str(Path(data).resolve()),
-        "data_fingerprint": dataset_fingerprint(ds),
-        "size": ds.size,
-        "dn_size": sizes["normal"],
-        "test_size": [sizes["test_normal"], sizes["test_abnormal"]],
-        "backbone": backbone,
-        "k": k if backbone != "fanogan" else 1,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "betas": [0.5, 0.999],
-        "seed": seed,
-        "device": dev.type,
-        "precision": pick_precision(precision, dev),
-    }
-    if backbone == "fanogan":
-        cfg.update(ar=None, n_unlabeled=0, du_ids=[])
-        log("f-AnoGAN trains on Dn only: no unlabeled images are drawn")
-    else:
+    if kind.uses_unlabeled:
         if n_unlabeled is None:
             n_unlabeled = default_unlabeled(ds.split, ar)
             log(
@@ -189,55 +281,31 @@ def run_config(
                 f"({'the paper' if n_unlabeled == PAPER_UNLABELED else 'the most the pools allow'}"
                 f"; --n-unlabeled to change)"
             )
-        cfg.update(
-            ar=ar, n_unlabeled=n_unlabeled, du_ids=draw_unlabeled(ds.split, n_unlabeled, ar, seed)
+        du_ids = tuple(draw_unlabeled(ds.split, n_unlabeled, ar, seed))
+    else:
+        ar, n_unlabeled, du_ids = None, 0, ()
+        log(
+            f"{BACKBONE_TITLES.get(backbone, backbone)} trains on Dn only: no unlabeled images are drawn"
         )
-    cfg["provenance"] = provenance()
-    cfg["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return cfg
-
-
-def _defining(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in VOLATILE}
-
-
-def config_differences(old: dict, new: dict) -> list[str]:
-    """The defining settings in which two run configs differ, as ``key: old -> new``."""
-    a, b = _defining(old), _defining(new)
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if a.get(key) != b.get(key):
-            va, vb = a.get(key), b.get(key)
-            if isinstance(va, list) and len(va) > 8:
-                va, vb = f"<{len(va)} ids>", f"<{len(vb or [])} ids>"
-            out.append(f"{key}: {va} -> {vb}")
-    return out
-
-
-def is_finished(run: str | Path) -> bool:
-    """Whether ``run`` holds a finished run (its ``model.pt`` is written last)."""
-    return (Path(run) / "model.pt").is_file() and (Path(run) / "config.json").is_file()
-
-
-def read_config(run: str | Path) -> dict:
-    """A run's ``config.json`` (a :class:`DataError` naming the folder when absent or damaged)."""
-    path = Path(run) / "config.json"
-    try:
-        cfg = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{run}: not a ddadlib run folder (no config.json)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: damaged ({exc})") from None
-    missing = [k for k in CONFIG_KEYS if k not in cfg] if isinstance(cfg, dict) else CONFIG_KEYS
-    if missing:
-        raise DataError(f"{path}: damaged or not a ddadlib run config (no {', '.join(missing)})")
-    return cfg
-
-
-def has_trained(run: Path) -> bool:
-    """Whether ``run`` holds anything that training produced (a checkpoint or a model)."""
-    return (
-        (run / "model.pt").exists()
-        or (run / "train_log.json").exists()
-        or any((run / "checkpoints").glob("*.ckpt"))
+    optimiser = model.optimiser_settings()
+    return RunConfig(
+        data_path=str(Path(data).resolve()),
+        data_fingerprint=dataset_fingerprint(ds),
+        size=ds.size,
+        dn_size=sizes["normal"],
+        test_size=(sizes["test_normal"], sizes["test_abnormal"]),
+        backbone=backbone,
+        k=k,
+        epochs=epochs,
+        batch_size=optimiser["batch_size"],
+        lr=optimiser["lr"],
+        betas=tuple(optimiser["betas"]),
+        seed=seed,
+        device=dev.type,
+        precision=pick_precision(precision, dev),
+        ar=ar,
+        n_unlabeled=n_unlabeled,
+        du_ids=du_ids,
+        provenance=provenance(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

@@ -11,7 +11,6 @@ import pandas as pd
 
 from ddadlib import plots
 from ddadlib.data.dataset import PreparedDataset
-from ddadlib.detectors import DDAD
 from ddadlib.errors import DataError
 from ddadlib.fileio import atomic_write_bytes, atomic_write_json, stale_temp_files
 from ddadlib.paper import SCORE_NAMES
@@ -23,9 +22,8 @@ from ddadlib.runs.config import (
     Log,
     dataset_fingerprint,
     fingerprint_matches,
-    is_finished,
-    read_config,
 )
+from ddadlib.runs.run import Run, test_set
 from ddadlib.runs.train import remove_stale_temp_files, run_lock
 from ddadlib.scoring.metrics import evaluate_scores
 
@@ -45,21 +43,15 @@ def evaluate_run(
     ``evaluation.json``, figures and, last, ``metrics.json`` into ``out`` (default: the run
     folder, or ``RUN/eval-<name of data>-<its fingerprint>`` for another dataset). Returns the
     metrics. The run's own dataset must still be the one it trained on (its fingerprint)."""
-    run = Path(run)
-    cfg = read_config(run)
-    if not is_finished(run):
-        raise DataError(
-            f"{run}: training has not finished (no model.pt); run `ddad train` "
-            "with the same settings to resume it"
-        )
-    with run_lock(run):
-        remove_stale_temp_files(run, log)
-        return _evaluate_locked(run, cfg, data, out, n_boot, figures, overwrite, device, log)
+    run = Run(run)
+    run.require_finished()
+    with run_lock(run.path):
+        remove_stale_temp_files(run.path, log)
+        return _evaluate_locked(run, data, out, n_boot, figures, overwrite, device, log)
 
 
 def _evaluate_locked(
-    run: Path,
-    cfg: dict,
+    run: Run,
     data: str | Path | None,
     out: str | Path | None,
     n_boot: int,
@@ -68,30 +60,32 @@ def _evaluate_locked(
     device: str | None,
     log: Log,
 ) -> dict[str, dict]:
-    data = Path(data) if data is not None else Path(cfg["data_path"])
-    own = Path(cfg["data_path"]).resolve() == data.resolve()
+    cfg = run.config
+    data = Path(data) if data is not None else Path(cfg.data_path)
+    own = Path(cfg.data_path).resolve() == data.resolve()
     ds = PreparedDataset.load(data)
     fingerprint = dataset_fingerprint(ds)
-    if own and not fingerprint_matches(ds, cfg["data_fingerprint"], fingerprint):
+    if own and not fingerprint_matches(ds, cfg.data_fingerprint, fingerprint):
         raise DataError(
             f"{data}: the dataset changed since the run trained on it (its pixels, "
-            f"labels or split differ from the fingerprint in {run / 'config.json'}), "
+            f"labels or split differ from the fingerprint in {run.config_path}), "
             "so its test images may have been training images; prepare it again as "
             "it was (same command and seed) or train a new run on it"
         )
     if out is None:
         # keyed by the dataset's identity: two folders of the same name never share results
         out = (
-            run
+            run.path
             if own
-            else run
+            else run.path
             / (f"eval-{data.resolve().name}-{fingerprint.removeprefix(FINGERPRINT_PREFIX)[:8]}")
         )
     out = Path(out)
-    if out != run:
+    if out != run.path:
         for p in stale_temp_files(out, RUN_FILES):
             p.unlink(missing_ok=True)
-    if (out / "metrics.json").exists() and not overwrite:
+    result = Run(out)
+    if result.is_evaluated and not overwrite:
         earlier = out / "evaluation.json"
         done = json.loads(earlier.read_text()) if earlier.is_file() else {}
         if done.get("data_fingerprint", fingerprint) != fingerprint:
@@ -99,39 +93,26 @@ def _evaluate_locked(
                 f"{out}: holds the evaluation of another dataset "
                 f"({done.get('data')}); pass --overwrite to replace it"
             )
-        log(f"{out / 'metrics.json'}: already evaluated; showing it (--overwrite to redo)")
-        return json.loads((out / "metrics.json").read_text())
-    if ds.size != cfg["size"]:
-        raise DataError(
-            f"{data}: images are {ds.size} pixels, the run was trained on {cfg['size']}"
-        )
+        log(f"{result.metrics_path}: already evaluated; showing it (--overwrite to redo)")
+        return result.metrics()
+    if ds.size != cfg.size:
+        raise DataError(f"{data}: images are {ds.size} pixels, the run was trained on {cfg.size}")
     # the completion marker goes first and comes back last: a stopped evaluation is redone
-    (out / "metrics.json").unlink(missing_ok=True)
-    idx = np.concatenate([ds.part("test_normal"), ds.part("test_abnormal")])
-    model = DDAD.load(run / "model.pt", device=device)
-    x, labels = ds.images[idx], ds.labels[idx]
+    result.metrics_path.unlink(missing_ok=True)
+    model = run.model(device=device)
+    x, labels, ids, masks = test_set(ds)
     t0 = time.perf_counter()
     maps, scores = model.score_all(x)
-    masks = ds.masks[idx] if ds.masks is not None else None
-    table = {
-        n: (scores["rec_members"] if n == "rec" else scores[n]) for n in SCORE_NAMES if n in scores
-    }
-    metrics = evaluate_scores(
-        labels, table, masks=masks, maps=maps, n_boot=n_boot, seed=cfg["seed"]
-    )
+    metrics = evaluate_scores(labels, scores, masks=masks, maps=maps, n_boot=n_boot, seed=cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame({"id": [ds.ids[i] for i in idx], "label": labels})
-    for name in SCORE_NAMES:
-        frame[name] = scores[name] if name in scores else np.nan
-    for j, row in enumerate(scores["rec_members"]):
-        frame[f"rec_m{j + 1}"] = row
     atomic_write_bytes(
-        out / "scores.csv", frame.to_csv(index=False, float_format=FLOAT_FORMAT).encode()
+        result.scores_path,
+        score_table(ids, labels, scores).to_csv(index=False, float_format=FLOAT_FORMAT).encode(),
     )
     atomic_write_json(
         out / "evaluation.json",
         {
-            "run": str(run.resolve()),
+            "run": str(run.path.resolve()),
             "data": str(data.resolve()),
             "data_fingerprint": fingerprint,
             "test": [int((labels == 0).sum()), int((labels == 1).sum())],
@@ -141,21 +122,33 @@ def _evaluate_locked(
         },
     )
     if figures:
-        _write_figures(
-            out, x, labels, table, metrics, maps, masks, [ds.ids[i] for i in idx], cfg["seed"], log
-        )
-    atomic_write_json(out / "metrics.json", metrics)
-    log(f"wrote {out / 'metrics.json'} and {out / 'scores.csv'}")
+        shown = model.shown_maps(maps)
+        _write_figures(out, x, labels, scores, metrics, shown, masks, ids, cfg.seed, log)
+    atomic_write_json(result.metrics_path, metrics)
+    log(f"wrote {result.metrics_path} and {result.scores_path}")
     return metrics
 
 
-def _write_figures(out: Path, x, labels, table, metrics, maps, masks, ids, seed, log) -> None:
+def score_table(ids: list[str], labels: np.ndarray, scores: dict[str, np.ndarray]) -> pd.DataFrame:
+    """``scores.csv``: id, label, every score of :data:`~ddadlib.paper.SCORE_NAMES` (NaN where
+    the detector has none; ``rec`` is network 1 of module B alone, the column that
+    ``ddad score`` reads its threshold from), then ``rec_m1 .. rec_mK``, each network alone."""
+    frame = pd.DataFrame({"id": ids, "label": labels})
+    for name in SCORE_NAMES:
+        if name == "rec":
+            frame[name] = scores["rec"][0]
+        else:
+            frame[name] = scores[name] if name in scores else np.nan
+    for j, row in enumerate(scores["rec"]):
+        frame[f"rec_m{j + 1}"] = row
+    return frame
+
+
+def _write_figures(out: Path, x, labels, table, metrics, shown, masks, ids, seed, log) -> None:
     fig = plots.plot_score_histograms(table, labels, metrics)
     plots.save_figure(fig, out / "histograms.png")
     pick = plots.pick_map_examples(labels, seed=seed)
-    shown = {n: maps[n][pick] for n in ("mu_A", "mu_B", "intra", "inter") if n in maps}
-    if "mu_A" not in maps:
-        shown = {"recon": maps["mu_B"][pick], "rec": maps["rec"][0][pick]}
+    shown = {n: v[pick] for n, v in shown.items()}
     fig = plots.plot_score_maps(
         x[pick],
         shown,

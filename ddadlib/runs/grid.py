@@ -8,14 +8,15 @@ is one run folder (see :mod:`ddadlib.runs`) under one root, named for its settin
 - the notebooks and ``ddad reproduce`` read the same folders.
 
 :func:`ensure_run` makes one run of a grid; :mod:`ddadlib.runs.reproduce` and
-:mod:`ddadlib.course` walk their grids with it. :func:`load_results` turns evaluated runs into
+:mod:`ddadlib.course` walk their grids with it. A cached run is reused only when every setting
+that changes its result matches (the data, backbone, K, epochs, M, AR, seed, lr, betas, batch,
+device and precision); a folder that holds the run with other settings is refused. :func:`load_results` turns evaluated runs into
 one tidy table (a row per run and score), and
 :func:`summarise` into mean and standard deviation over seeds.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -24,10 +25,12 @@ import pandas as pd
 
 from ddadlib.data.dataset import PreparedDataset
 from ddadlib.data.splits import max_unlabeled
+from ddadlib.detectors import detector_for
 from ddadlib.errors import ConfigError, DataError
 from ddadlib.paper import PAPER_UNLABELED
-from ddadlib.runs.config import is_finished, read_config, run_config
+from ddadlib.runs.config import config_changes, run_config
 from ddadlib.runs.evaluate import evaluate_run
+from ddadlib.runs.run import Run
 from ddadlib.runs.train import train_run
 
 Log = Callable[[str], None]
@@ -64,9 +67,10 @@ def run_name(
     k: int = 3,
     n_unlabeled: int | None = None,
 ) -> str:
-    """The folder name of a run in a grid, e.g. ``ae-ar0.6-m500-e30-k3-s0``."""
-    if backbone == "fanogan":
-        return f"fanogan-e{epochs}-s{seed}"
+    """The folder name of a run in a grid, e.g. ``ae-ar0.6-m500-e30-k3-s0`` (a detector
+    without Du: ``fanogan-e30-s0``)."""
+    if not detector_for(backbone).uses_unlabeled:
+        return f"{backbone}-e{epochs}-s{seed}"
     return f"{backbone}-ar{ar:g}-m{n_unlabeled}-e{epochs}-k{k}-s{seed}"
 
 
@@ -94,56 +98,34 @@ def ensure_run(
     Nothing is trained or scored again when the folder already holds it. The run's Du is
     drawn with ``seed``; Dn and the test split are the dataset's own.
     """
-    if n_unlabeled is None and backbone != "fanogan":
+    if n_unlabeled is None and detector_for(backbone).uses_unlabeled:
         n_unlabeled = common_unlabeled(data, [ar])
-    run = Path(root) / run_name(backbone, ar, seed, epochs, k, n_unlabeled)
-    if not (run / "metrics.json").is_file():
-        if not is_finished(run):
-            cfg = run_config(
-                data,
-                backbone=backbone,
-                k=k,
-                epochs=epochs,
-                ar=ar,
-                n_unlabeled=n_unlabeled,
-                seed=seed,
-                batch_size=batch_size,
-                lr=lr,
-                device=device,
-                precision=precision,
-                log=log,
+    run = Run(Path(root) / run_name(backbone, ar, seed, epochs, k, n_unlabeled))
+    cfg = run_config(
+        data,
+        backbone=backbone,
+        k=k,
+        epochs=epochs,
+        ar=ar,
+        n_unlabeled=n_unlabeled,
+        seed=seed,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
+        precision=precision,
+        log=log,
+    )
+    if run.is_evaluated:
+        diff = config_changes(run.config, cfg, PreparedDataset.load(data, mmap=True))
+        if diff:
+            raise DataError(
+                f"{run.path}: holds this run with other settings ({'; '.join(diff)}); it is "
+                "not reused: pass the settings it was made with, or another folder"
             )
-            train_run(run, cfg, progress=progress, log=log)
-        evaluate_run(run, n_boot=n_boot, figures=figures, device=device, log=log)
-    return run
-
-
-def load_scores(run: str | Path) -> pd.DataFrame:
-    """A run's test scores (``scores.csv``: id, label, rec, rec_ensemble, intra, inter,
-    rec_m1..)."""
-    path = Path(run) / "scores.csv"
-    if not path.is_file():
-        raise DataError(
-            f"{run}: no scores.csv; evaluate the run first (`ddad evaluate --run {run}`)"
-        )
-    return pd.read_csv(path)
-
-
-def load_metrics(run: str | Path) -> dict[str, dict]:
-    """A run's ``metrics.json``: score -> auc, ap, auc_ci, sens_at_95_spec (and auc_std,
-    auc_members for rec); a :class:`DataError` naming the folder and the fix otherwise."""
-    path = Path(run) / "metrics.json"
-    if not path.is_file():
-        raise DataError(
-            f"{run}: no metrics.json; evaluate the run first (`ddad evaluate --run {run}`)"
-        )
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(
-            f"{path}: damaged ({exc}); evaluate the run again (`ddad evaluate "
-            f"--run {run} --overwrite`)"
-        ) from None
+        return run.path
+    train_run(run.path, cfg, progress=progress, log=log)  # reuses it, resumes it or refuses
+    evaluate_run(run.path, n_boot=n_boot, figures=figures, device=device, log=log)
+    return run.path
 
 
 def load_results(runs: Iterable[str | Path]) -> pd.DataFrame:
@@ -151,22 +133,21 @@ def load_results(runs: Iterable[str | Path]) -> pd.DataFrame:
     auc, ap, auc_low, auc_high, sens_at_95_spec, seconds and torch_threads (of training) and
     run."""
     rows = []
-    for run in runs:
-        run = Path(run)
-        metrics = load_metrics(run)  # first: "evaluate the run first" is the likelier fix
-        cfg = read_config(run)
-        log = run / "train_log.json"
-        info = json.loads(log.read_text()) if log.is_file() else {}
+    for path in runs:
+        run = Run(path)
+        metrics = run.metrics()  # first: "evaluate the run first" is the likelier fix
+        cfg = run.config
+        info = run.train_log()
         for score, m in metrics.items():
             ci = m.get("auc_ci") or [float("nan"), float("nan")]
             rows.append(
                 {
-                    "backbone": cfg["backbone"],
-                    "ar": cfg["ar"],
-                    "seed": cfg["seed"],
-                    "epochs": cfg["epochs"],
-                    "k": cfg["k"],
-                    "n_unlabeled": cfg["n_unlabeled"],
+                    "backbone": cfg.backbone,
+                    "ar": cfg.ar,
+                    "seed": cfg.seed,
+                    "epochs": cfg.epochs,
+                    "k": cfg.k,
+                    "n_unlabeled": cfg.n_unlabeled,
                     "score": score,
                     "auc": m["auc"],
                     "ap": m["ap"],
@@ -175,7 +156,7 @@ def load_results(runs: Iterable[str | Path]) -> pd.DataFrame:
                     "sens_at_95_spec": m["sens_at_95_spec"],
                     "seconds": info.get("seconds"),
                     "torch_threads": info.get("torch_threads"),
-                    "run": str(run),
+                    "run": str(run.path),
                 }
             )
     columns = [

@@ -21,6 +21,8 @@ from typing import Any
 import pandas as pd
 
 from ddadlib.data.dataset import PreparedDataset
+from ddadlib.detectors import detector_for
+from ddadlib.devices import pick_device, pick_precision
 from ddadlib.errors import ConfigError, DataError
 from ddadlib.fileio import atomic_write_bytes, atomic_write_json
 from ddadlib.paper import (
@@ -29,6 +31,8 @@ from ddadlib.paper import (
     PAPER_ARS,
     SCORE_NAMES,
     TABLE1_BACKBONES,
+    TABLE2_BASELINES,
+    TABLE2_ROWS,
     TABLE_AR,
 )
 from ddadlib.plots import plot_ar_curve, plot_score_histograms, save_figure
@@ -39,10 +43,10 @@ from ddadlib.runs.grid import (
     ensure_run,
     format_mean_sd,
     load_results,
-    load_scores,
     run_name,
     summarise,
 )
+from ddadlib.runs.run import Run
 
 Log = Callable[[str], None]
 
@@ -95,7 +99,9 @@ def plan(protocol: Protocol, experiments: Sequence[str] = EXPERIMENTS) -> list[d
             if dict(backbone="ae", ar=ar, seed=s) not in specs
         ]
     if want & {"table2", "histograms"}:
-        specs += [dict(backbone="fanogan", ar=None, seed=s) for s in protocol.seeds]
+        specs += [
+            dict(backbone=b, ar=None, seed=s) for s in protocol.seeds for b in TABLE2_BASELINES
+        ]
     return specs
 
 
@@ -202,7 +208,7 @@ def reproduce(
     t0 = time.perf_counter()
     planned = []
     for spec in specs:
-        fan = spec["backbone"] == "fanogan"
+        fan = not detector_for(spec["backbone"]).uses_unlabeled
         ep = proto.fanogan_epochs if fan else proto.epochs
         planned.append(
             (
@@ -211,9 +217,14 @@ def reproduce(
             )
         )
     record["runs_planned"] = len(planned)
+    wanted = None
+    if not report_only:
+        dev = pick_device(device)
+        wanted = (dev.type, pick_precision(precision, dev))
+    _check_one_device(out, wanted)
     try:
         for i, (run, spec) in enumerate([] if report_only else planned, 1):
-            fan = spec["backbone"] == "fanogan"
+            fan = not detector_for(spec["backbone"]).uses_unlabeled
             log(f"\n[{i}/{len(planned)}] {run.name}")
             ensure_run(
                 out / "runs",
@@ -237,10 +248,35 @@ def reproduce(
     return record
 
 
+def _check_one_device(out: Path, wanted: tuple[str, str] | None) -> None:
+    """Refuse a reproduction whose runs (those in ``out/runs`` and, unless None, the ones this
+    call would train on ``wanted``, a device and a precision) differ in device or precision:
+    its tables compare runs, and the device and the precision change the numbers."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    if wanted is not None:
+        seen[wanted] = ["this call"]
+    folder = out / "runs"
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        run = Run(path)
+        if run.has_config:
+            cfg = run.config
+            seen.setdefault((cfg.device, cfg.precision), []).append(path.name)
+    if len(seen) > 1:
+        parts = "; ".join(
+            f"{dev} {prec}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+            for (dev, prec), names in seen.items()
+        )
+        raise DataError(
+            f"{out}: its runs would differ in device or precision ({parts}); a reproduction "
+            "compares runs of one device and precision: pass --device and --precision as its "
+            "runs used, or choose another --out"
+        )
+
+
 def _tabulate(
     out: Path, planned: list[Path], record: dict, experiments: Sequence[str], log: Log
 ) -> None:
-    done = [run for run in planned if (run / "metrics.json").is_file()]
+    done = [run for run in planned if Run(run).is_evaluated]
     record.update(
         runs_done=len(done),
         missing=[r.name for r in planned if r not in done],
@@ -280,21 +316,19 @@ def _histograms(results: pd.DataFrame, path: Path) -> None:
         (results["seed"] == seed) & (results["ar"].isna() | (results["ar"] == TABLE_AR))
     ]
     scores, metrics, labels = {}, {}, None
-    for backbone in TABLE1_BACKBONES + ("fanogan",):
+    for backbone in TABLE1_BACKBONES + TABLE2_BASELINES:
         part = chosen[chosen["backbone"] == backbone]
         if part.empty:
             continue
-        frame = load_scores(part["run"].iloc[0])
-        run_metrics = json.loads((Path(part["run"].iloc[0]) / "metrics.json").read_text())
-        labels = frame["label"].to_numpy()
-        names = ("rec",) if backbone == "fanogan" else ("rec", "intra", "inter")
-        for name in names:
+        run = Run(part["run"].iloc[0])
+        table = run.scores()
+        arrays, run_metrics = run.score_arrays(table), run.metrics()
+        labels = table["label"].to_numpy()
+        for name in ("rec", "intra", "inter"):
+            if name not in arrays:
+                continue
             key = f"{BACKBONE_TITLES[backbone]}: {name}"
-            members = [c for c in frame.columns if c.startswith("rec_m")]
-            if name == "rec" and len(members) > 1:
-                scores[key] = frame[members].to_numpy().T
-            else:
-                scores[key] = frame[name].to_numpy()
+            scores[key] = arrays[name]
             metrics[key] = run_metrics[name]
     fig = plot_score_histograms(
         scores,
@@ -367,14 +401,14 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
                 + " |"
             )
         lines.append("")
-    if "fanogan" in set(results["backbone"]) and not brief:
+    if set(TABLE2_BASELINES) & set(results["backbone"]) and not brief:
         lines += [
             f"**Table 2** (AUC, AR {TABLE_AR}; ours / paper RSNA)",
             "",
             "| method | score | AUC |",
             "|---|---|---|",
         ]
-        for b in ("ae", "memae", "fanogan", "aeu"):
+        for b in TABLE2_ROWS:
             lines.append(f"| {BACKBONE_TITLES[b]} | rec | {cell(b, 'rec')} / {_paper(b, 'rec')} |")
         for b in backbones:
             lines.append(

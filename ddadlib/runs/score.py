@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddadlib.detectors import DDAD
 from ddadlib.errors import DataError
-from ddadlib.paper import SCORE_NAMES
-from ddadlib.runs.config import FLAG_SPECIFICITY, FLOAT_FORMAT, is_finished, read_config
+from ddadlib.runs.config import FLAG_SPECIFICITY, FLOAT_FORMAT
+from ddadlib.runs.run import Run
 from ddadlib.scoring.metrics import operating_point
 
 
@@ -18,23 +17,17 @@ def normal_reference(run: str | Path) -> tuple[pd.DataFrame, dict[str, float]] |
     """The run's own evaluation (``scores.csv`` beside ``metrics.json`` in the run folder): its
     test scores and, per score, the threshold at 95% specificity (the operating point of
     ``sens_at_95_spec``); None when the run has not been evaluated."""
-    run = Path(run)
-    if not (run / "metrics.json").is_file() or not (run / "scores.csv").is_file():
+    run = Run(run)
+    if not run.is_evaluated or not run.scores_path.is_file():
         return None
-    try:
-        table = pd.read_csv(run / "scores.csv")
-    except (OSError, ValueError) as exc:
+    table = run.scores()
+    if set(table["label"].unique()) != {0, 1}:
         raise DataError(
-            f"{run / 'scores.csv'}: damaged ({exc}); evaluate the run again "
-            f"(`ddad evaluate --run {run} --overwrite`)"
-        ) from None
-    if "label" not in table or set(table["label"].unique()) != {0, 1}:
-        raise DataError(
-            f"{run / 'scores.csv'}: no normal and abnormal test scores; evaluate "
-            f"the run again (`ddad evaluate --run {run} --overwrite`)"
+            f"{run.scores_path}: no normal and abnormal test scores; evaluate "
+            f"the run again (`ddad evaluate --run {run.path} --overwrite`)"
         )
     thresholds = {}
-    for name in SCORE_NAMES:
+    for name in run.score_names:
         if name in table and table[name].notna().all():
             thresholds[name] = operating_point(
                 table["label"].to_numpy(), table[name].to_numpy(), FLAG_SPECIFICITY
@@ -52,21 +45,18 @@ def score_images(
     this one, and ``S_flag``: 1 where the score is above the threshold at 95% specificity of
     that evaluation (``frame.attrs["thresholds"]``), else 0. Without an evaluation the frame holds
     the raw scores only (``frame.attrs["thresholds"]`` is empty)."""
-    read_config(run)
-    if not is_finished(run):
-        raise DataError(f"{run}: training has not finished (no model.pt)")
-    model = DDAD.load(Path(run) / "model.pt", device=device)
+    run = Run(run)
+    model = run.model(device=device)
     scores = model.score_samples(images)
-    reference = normal_reference(run)
+    reference = normal_reference(run.path)
     frame = pd.DataFrame({"id": ids})
     thresholds: dict[str, float] = {}
-    for name in SCORE_NAMES:
-        if name not in scores:
-            continue
-        values = scores[name]
+    for name in model.score_names:
+        # rec: network 1 of module B alone, as the column rec of scores.csv
+        values = scores[name][0] if name == "rec" else scores[name]
         if not np.isfinite(values).all():
             raise DataError(
-                f"{Path(run) / 'model.pt'}: gives scores that are not finite; the "
+                f"{run.model_path}: gives scores that are not finite; the "
                 "model is damaged, train it again"
             )
         frame[name] = values

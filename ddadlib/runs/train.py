@@ -12,21 +12,18 @@ from pathlib import Path
 import torch
 
 from ddadlib.data.dataset import PreparedDataset
-from ddadlib.detectors import DDAD
+from ddadlib.detectors import Detector, make_detector
 from ddadlib.errors import DataError
 from ddadlib.fileio import atomic_write_json, stale_temp_files
 from ddadlib.runs.config import (
     LOCK_FILE,
-    MODULE_B_KEYS,
     RUN_FILES,
     Log,
-    config_differences,
+    RunConfig,
+    config_changes,
     fingerprint_matches,
-    has_trained,
-    is_finished,
-    read_config,
-    recorded_fingerprint,
 )
+from ddadlib.runs.run import Run
 
 
 @contextlib.contextmanager
@@ -89,44 +86,45 @@ def remove_stale_temp_files(run: Path, log: Log) -> None:
         log(f"{run}: removed {len(found)} temporary file(s) of an interrupted write")
 
 
-def _find_module_b(run: Path, cfg: dict) -> Path | None:
-    want = {k: cfg[k] for k in MODULE_B_KEYS}
+def _find_module_b(run: Path, cfg: RunConfig) -> Run | None:
+    """A finished sibling run whose module B has the settings of ``cfg``'s."""
+    want = cfg.module_b()
     if not run.parent.is_dir():
         return None
-    for other in sorted(run.parent.iterdir()):
-        if other == run or not is_finished(other):
+    for path in sorted(run.parent.iterdir()):
+        other = Run(path)
+        if path == run or not other.is_finished:
             continue
         try:
-            ocfg = read_config(other)
+            ocfg = other.config
         except DataError:
             continue
-        if {k: ocfg.get(k) for k in MODULE_B_KEYS} == want and ocfg.get("backbone") != "fanogan":
+        if ocfg.module_b() == want:
             return other
     return None
 
 
 def train_run(
     run: str | Path,
-    cfg: dict,
+    cfg: RunConfig | dict,
     *,
     progress: bool = True,
     vectorised: bool | None = None,
     log: Log = print,
-) -> DDAD:
+) -> Detector:
     """Train (or resume, or reuse) the run ``cfg`` in folder ``run``; return the model.
 
     The folder is locked while training (a second process is refused). ``config.json`` is
     written once the data has been checked; a run that never trained (no checkpoint, no model)
-    is replaced by a new config, one that trained is refused."""
+    is replaced by a new config, one that trained is refused. ``cfg`` may also be the dict of a
+    ``config.json`` (:meth:`RunConfig.from_dict`)."""
+    if isinstance(cfg, dict):
+        cfg = RunConfig.from_dict(cfg)
     run = Path(run)
     if run.exists() and not run.is_dir():
         raise DataError(f"{run}: is a file; --out must be a run folder")
     ours = {LOCK_FILE, "config.json", "checkpoints"}
-    if (
-        run.is_dir()
-        and not (run / "config.json").exists()
-        and any(p.name not in ours for p in run.iterdir())
-    ):
+    if run.is_dir() and not Run(run).has_config and any(p.name not in ours for p in run.iterdir()):
         raise DataError(f"{run}: folder exists and is not a ddadlib run; choose a new --out")
     created = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
@@ -140,90 +138,96 @@ def train_run(
         raise
 
 
-def _train_locked(run: Path, cfg: dict, progress: bool, vectorised: bool | None, log: Log) -> DDAD:
-    remove_stale_temp_files(run, log)
-    ds = PreparedDataset.load(cfg["data_path"])
+def _train_locked(
+    path: Path, cfg: RunConfig, progress: bool, vectorised: bool | None, log: Log
+) -> Detector:
+    remove_stale_temp_files(path, log)
+    run = Run(path)
+    ds = PreparedDataset.load(cfg.data_path)
     resumed = False
-    if (run / "config.json").exists():
+    if run.has_config:
         try:
-            old, problem = read_config(run), None
+            old, problem = run.config, None
         except DataError as exc:
             old, problem = None, str(exc)
-        if old is not None:
-            cfg = dict(cfg, data_fingerprint=recorded_fingerprint(ds, old["data_fingerprint"]))
-        diff = config_differences(old, cfg) if old is not None else []
+        diff = config_changes(old, cfg, ds) if old is not None else []
+        if not diff and old is not None:
+            cfg = cfg.replace(data_fingerprint=old.data_fingerprint)
         if problem or diff:
-            if has_trained(run):
+            if run.has_trained:
                 raise DataError(
                     problem
                     or (
-                        f"{run}: holds a run with another config "
+                        f"{path}: holds a run with another config "
                         f"({'; '.join(diff)}); train into a new --out "
                         "folder"
                     )
                 )
-            log(f"{run}: replacing a run that never trained ({problem or '; '.join(diff)})")
-        elif is_finished(run):
-            log(f"{run}: finished run with the same config found; reusing it (nothing trained)")
-            return DDAD.load(run / "model.pt", device=cfg["device"])
+            log(f"{path}: replacing a run that never trained ({problem or '; '.join(diff)})")
+        elif run.is_finished:
+            log(f"{path}: finished run with the same config found; reusing it (nothing trained)")
+            return run.model(device=cfg.device)
         else:
-            log(f"{run}: unfinished run with the same config found; resuming it")
-            cfg = dict(cfg, created=old.get("created"))
+            log(f"{path}: unfinished run with the same config found; resuming it")
+            cfg = cfg.replace(created=old.created)
             resumed = True
-    if not fingerprint_matches(ds, cfg["data_fingerprint"]):
-        raise DataError(f"{cfg['data_path']}: dataset changed since the run was configured")
+    if not fingerprint_matches(ds, cfg.data_fingerprint):
+        raise DataError(f"{cfg.data_path}: dataset changed since the run was configured")
     normal = ds.images[ds.part("normal")]
-    unlabeled = ds.images[ds.indices(cfg["du_ids"])] if cfg["du_ids"] else None
-    model = DDAD(
-        backbone=cfg["backbone"],
-        k=cfg["k"],
-        epochs=cfg["epochs"],
-        batch_size=cfg["batch_size"],
-        lr=cfg["lr"],
-        seed=cfg["seed"],
-        device=cfg["device"],
-        precision=cfg["precision"],
+    unlabeled = ds.images[ds.indices(list(cfg.du_ids))] if cfg.du_ids else None
+    model = make_detector(
+        cfg.backbone,
+        k=cfg.k,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        seed=cfg.seed,
+        device=cfg.device,
+        precision=cfg.precision,
         vectorised=vectorised,
         progress=progress,
     )
-    model._check_params()
-    atomic_write_json(run / "config.json", cfg)
-    module_b = None
-    if cfg["backbone"] != "fanogan":
-        source = _find_module_b(run, cfg)
-        if source is not None:
-            try:
-                module_b = DDAD.load(source / "model.pt", device=cfg["device"]).module_b_
-                log(
-                    f"module B: reusing the one trained in {source} (same data, backbone, seed "
-                    "and settings; B does not depend on AR)"
-                )
-            except DataError as exc:
-                log(f"module B: not reusing the one of {source} ({exc}); training it")
-    n_u = len(cfg["du_ids"])
+    # config.json records the optimiser as the detector trains it, not as the caller wrote it
+    optimiser = model.optimiser_settings()
+    cfg = cfg.replace(
+        lr=optimiser["lr"], betas=tuple(optimiser["betas"]), batch_size=optimiser["batch_size"]
+    )
+    atomic_write_json(run.config_path, cfg.to_dict())
+    fit_extra = {}
+    source = _find_module_b(path, cfg) if model.uses_unlabeled else None
+    if source is not None:
+        try:
+            fit_extra["module_b"] = source.model(device=cfg.device).module_b_
+            log(
+                f"module B: reusing the one trained in {source.path} (same data, backbone, seed "
+                "and settings; B does not depend on AR)"
+            )
+        except DataError as exc:
+            log(f"module B: not reusing the one of {source.path} ({exc}); training it")
+    n_u = len(cfg.du_ids)
     log(
-        f"training {cfg['backbone']} on {cfg['device']} ({cfg['precision']}): "
-        f"module B on Dn ({cfg['dn_size']:,} images)"
+        f"training {cfg.backbone} on {cfg.device} ({cfg.precision}): "
+        f"module B on Dn ({cfg.dn_size:,} images)"
         + (
-            ""
-            if cfg["backbone"] == "fanogan"
-            else f", module A on Dn + Du ({cfg['dn_size'] + n_u:,} images, AR {cfg['ar']})"
+            f", module A on Dn + Du ({cfg.dn_size + n_u:,} images, AR {cfg.ar})"
+            if model.uses_unlabeled
+            else ""
         )
-        + f"; K = {cfg['k']}, {cfg['epochs']} epochs, seed {cfg['seed']}"
+        + f"; K = {cfg.k}, {cfg.epochs} epochs, seed {cfg.seed}"
     )
     t0 = time.perf_counter()
-    model.fit(normal, unlabeled, module_b=module_b, checkpoint_dir=run / "checkpoints")
+    model.fit(normal, unlabeled, checkpoint_dir=path / "checkpoints", **fit_extra)
     log_entry = {
         "seconds": round(time.perf_counter() - t0, 2),
         "torch_threads": torch.get_num_threads(),
         "modules": model.history_,
-        "module_b_from": str(source) if module_b is not None else None,
+        "module_b_from": str(source.path) if "module_b" in fit_extra else None,
         # after a resume, "seconds" counts the last session only
         "resumed": resumed,
     }
-    atomic_write_json(run / "train_log.json", log_entry)
-    model.save(run / "model.pt")
+    atomic_write_json(path / "train_log.json", log_entry)
+    model.save(run.model_path)
     # Checkpoints (weights and Adam states) only serve to resume; a finished run is model.pt.
-    shutil.rmtree(run / "checkpoints", ignore_errors=True)
-    log(f"wrote {run / 'model.pt'} ({log_entry['seconds']:.0f} s)")
+    shutil.rmtree(path / "checkpoints", ignore_errors=True)
+    log(f"wrote {run.model_path} ({log_entry['seconds']:.0f} s)")
     return model
