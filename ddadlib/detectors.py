@@ -473,9 +473,12 @@ class FAnoGAN(_Detector):
         checkpoint_dir: str | Path | None = None,
     ) -> FAnoGAN:
         """Train on ``normal`` (Dn); ``unlabeled`` is not used (f-AnoGAN has no module A).
-        ``checkpoint_dir`` is accepted as the protocol names it but not used yet: training
-        restarts from the beginning after a kill (``train_fanogan`` takes no checkpoint)."""
+        With ``checkpoint_dir``, training state goes to ``fanogan.ckpt`` there, and a later
+        call with the same settings resumes from it (as the autoencoders' ``A.ckpt``/``B.ckpt``)."""
         dn = self._start_fit(normal)
+        ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / "fanogan.ckpt"
+        if ckpt is not None:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         net = train_fanogan(
             dn,
@@ -483,6 +486,8 @@ class FAnoGAN(_Detector):
             seed=self.seed,
             encoder_lr=self.lr,
             batch_size=self.batch_size,
+            precision=self.precision_,
+            checkpoint=ckpt,
             progress=self.progress,
         )
         self.history_["B"] = {
@@ -490,6 +495,7 @@ class FAnoGAN(_Detector):
             "seconds": time.perf_counter() - t0,
             "n_images": int(dn.shape[0]),
             "path": "f-AnoGAN",
+            "resumed_from": None if net.resumed_from is None else list(net.resumed_from),
         }
         self.module_b_ = [net]
         self.module_a_ = None

@@ -206,3 +206,32 @@ def test_evaluate_on_another_dataset_writes_beside_the_run(tiny_runs, tmp_path):
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert len(pd.read_csv(out / "scores.csv")) == 16
     assert json.loads((out / "evaluation.json").read_text())["test"] == [8, 8]
+
+
+def test_interrupted_fanogan_run_resumes_to_the_same_model(tiny_synthetic, tmp_path, monkeypatch):
+    """f-AnoGAN runs resume through the shared checkpoints like the autoencoders (issue 11)."""
+    import ddadlib.models.fanogan as fanogan
+
+    cfg = run_config(tiny_synthetic, backbone="fanogan", epochs=2, seed=0, device="cpu", **quiet)
+    real_step, calls = fanogan._critic_step, [0]
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == stop_at:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    stop_at = None
+    monkeypatch.setattr(fanogan, "_critic_step", counted)
+    whole = train_run(tmp_path / "whole", cfg, progress=False, **quiet)
+    stop_at, calls[0] = calls[0] // 2 + 1, 0  # the first critic step of the second GAN epoch
+    with pytest.raises(KeyboardInterrupt):
+        train_run(tmp_path / "cut", cfg, progress=False, **quiet)
+    assert (tmp_path / "cut" / "checkpoints" / "fanogan.ckpt").exists()
+    assert not (tmp_path / "cut" / "model.pt").exists()
+    stop_at = None
+    lines = []
+    resumed = train_run(tmp_path / "cut", cfg, progress=False, log=lines.append)
+    assert any("resuming" in line for line in lines)
+    a, b = whole.module_b_[0].state_dict(), resumed.module_b_[0].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
