@@ -11,6 +11,7 @@ is f-AnoGAN trained on Dn only (the paper's Table 2 comparison), with the single
 
 from __future__ import annotations
 
+import inspect
 import io
 import math
 import time
@@ -32,12 +33,14 @@ from ddadlib.models.ensemble import (
     train_ensemble,
 )
 from ddadlib.models.fanogan import FAnoGAN, train_fanogan
-from ddadlib.paper import SCORE_NAMES
+from ddadlib.paper import PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_K, PAPER_LR, SCORE_NAMES
 from ddadlib.scoring.scores import image_scores, score_maps
 
 MODEL_FORMAT = "ddadlib-model"
 MODEL_VERSION = 1
 BACKBONE_NAMES = tuple(BACKBONES) + ("fanogan",)
+#: The settings that define what trains (the rest say where and how fast).
+HYPERPARAMETERS = ("backbone", "k", "epochs", "batch_size", "lr", "seed")
 
 
 class DDAD:
@@ -53,10 +56,10 @@ class DDAD:
     def __init__(
         self,
         backbone: str = "ae",
-        k: int = 3,
-        epochs: int = 250,
-        batch_size: int = 64,
-        lr: float = 5e-4,
+        k: int = PAPER_K,
+        epochs: int = PAPER_EPOCHS,
+        batch_size: int = PAPER_BATCH_SIZE,
+        lr: float = PAPER_LR,
         seed: int = 0,
         device: str | None = "auto",
         precision: str | None = "auto",
@@ -77,21 +80,8 @@ class DDAD:
     # -- settings --------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
         """The constructor's settings."""
-        return {
-            name: getattr(self, name)
-            for name in (
-                "backbone",
-                "k",
-                "epochs",
-                "batch_size",
-                "lr",
-                "seed",
-                "device",
-                "precision",
-                "vectorised",
-                "progress",
-            )
-        }
+        names = inspect.signature(type(self).__init__).parameters
+        return {name: getattr(self, name) for name in names if name != "self"}
 
     def _check_params(self) -> None:
         if self.backbone not in BACKBONE_NAMES:
@@ -108,12 +98,7 @@ class DDAD:
     def module_config(self, module: str, size: int) -> EnsembleConfig:
         """The configuration of module ``"A"`` or ``"B"`` for images of ``size`` pixels."""
         return EnsembleConfig(
-            backbone=self.backbone,
-            k=self.k,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            seed=self.seed,
+            **{name: getattr(self, name) for name in HYPERPARAMETERS},
             module=module,
             precision=self.precision_,
             size=size,

@@ -36,7 +36,15 @@ from ddadlib.data.splits import draw_unlabeled, max_unlabeled, split_sizes
 from ddadlib.detectors import DDAD
 from ddadlib.devices import pick_device, pick_precision
 from ddadlib.errors import DataError
-from ddadlib.paper import PAPER_UNLABELED
+from ddadlib.paper import (
+    PAPER_BATCH_SIZE,
+    PAPER_BETAS,
+    PAPER_EPOCHS,
+    PAPER_K,
+    PAPER_LR,
+    PAPER_UNLABELED,
+    TABLE_AR,
+)
 from ddadlib.provenance import provenance
 
 Log = Callable[[str], None]
@@ -144,13 +152,13 @@ def run_config(
     data: str | Path,
     *,
     backbone: str = "ae",
-    k: int = 3,
-    epochs: int = 250,
-    ar: float = 0.6,
+    k: int = PAPER_K,
+    epochs: int = PAPER_EPOCHS,
+    ar: float = TABLE_AR,
     n_unlabeled: int | None = None,
     seed: int = 0,
-    batch_size: int = 64,
-    lr: float = 5e-4,
+    batch_size: int = PAPER_BATCH_SIZE,
+    lr: float = PAPER_LR,
     device: str | None = "auto",
     precision: str | None = "auto",
     log: Log = print,
@@ -173,7 +181,7 @@ def run_config(
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
-        "betas": [0.5, 0.999],
+        "betas": list(PAPER_BETAS),
         "seed": seed,
         "device": dev.type,
         "precision": pick_precision(precision, dev),
