@@ -51,28 +51,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ddadlib.errors import TrainingError
-from ddadlib.models.backbones import BOTTLENECK_SIZE, stage_channels
+from ddadlib.models.backbones import BOTTLENECK_SIZE, down_block, stage_channels, up_block
 from ddadlib.models.ensemble import batch_starts
+from ddadlib.paper import PAPER_BETAS, PAPER_LR
 from ddadlib.seeding import derive_seed, epoch_order, torch_seed
 
 #: Dimension of the generator's latent space (the f-AnoGAN paper's 128).
 LATENT_DIM = 128
 #: Images per forward pass in :meth:`FAnoGAN.score` and :meth:`FAnoGAN.anomaly_maps`.
 CHUNK = 256
-
-
-def _up(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
-
-
-def _down_bn(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-    )
 
 
 def _down_leaky(cin: int, cout: int) -> nn.Sequential:
@@ -91,7 +78,7 @@ class Generator(nn.Module):
             nn.Linear(latent_dim, flat, bias=False), nn.BatchNorm1d(flat), nn.ReLU(inplace=True)
         )
         self.decoder = nn.Sequential(
-            *[_up(a, b) for a, b in zip(rev[:-1], rev[1:])],
+            *[up_block(a, b) for a, b in zip(rev[:-1], rev[1:])],
             nn.ConvTranspose2d(rev[-1], 1, 4, 2, 1),
             nn.Tanh(),
         )
@@ -126,7 +113,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.size = size
         ch = stage_channels(size)
-        self.encoder = nn.Sequential(*[_down_bn(a, b) for a, b in zip([1] + ch[:-1], ch)])
+        self.encoder = nn.Sequential(*[down_block(a, b) for a, b in zip([1] + ch[:-1], ch)])
         self.to_latent = nn.Linear(ch[-1] * BOTTLENECK_SIZE**2, latent_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -306,7 +293,7 @@ def _train_encoder(
     on_epoch: Callable[[str, int, FAnoGAN], None] | None,
 ) -> None:
     frozen = (model.generator, model.critic)
-    opt = torch.optim.Adam(model.encoder.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt = torch.optim.Adam(model.encoder.parameters(), lr=lr, betas=PAPER_BETAS)
     device = images.device
     for net in frozen:
         net.eval()
@@ -351,7 +338,7 @@ def train_fanogan(
     kappa: float = 1.0,
     size: int | None = None,
     lr: float = 1e-4,
-    encoder_lr: float = 5e-4,
+    encoder_lr: float = PAPER_LR,
     progress: bool = True,
     on_epoch: Callable[[str, int, FAnoGAN], None] | None = None,
 ) -> FAnoGAN:
