@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 from ddadlib.errors import TrainingError
 from ddadlib.models.backbones import BOTTLENECK_SIZE, down_block, stage_channels, up_block
 from ddadlib.models.ensemble import batch_starts
-from ddadlib.paper import PAPER_BETAS, PAPER_LR
+from ddadlib.paper import PAPER_BATCH_SIZE, PAPER_BETAS, PAPER_LR
 from ddadlib.seeding import derive_seed, epoch_order, torch_seed
 
 #: Dimension of the generator's latent space (the f-AnoGAN paper's 128).
@@ -331,7 +331,7 @@ def train_fanogan(
     *,
     epochs: int,
     seed: int,
-    batch_size: int = 64,
+    batch_size: int = PAPER_BATCH_SIZE,
     encoder_epochs: int | None = None,
     n_critic: int = 5,
     gp_weight: float = 10.0,

@@ -44,7 +44,7 @@ def run_name(
     ar: float | None,
     seed: int,
     epochs: int,
-    k: int = 3,
+    k: int = PAPER_K,
     n_unlabeled: int | None = None,
 ) -> str:
     """The folder name of a run in a grid, e.g. ``ae-ar0.6-m500-e30-k3-s0``."""
