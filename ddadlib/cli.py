@@ -27,7 +27,15 @@ from ddadlib.data.splits import ar_range, format_sizes, split_sizes
 from ddadlib.data.synthetic import ABNORMALITY_KINDS
 from ddadlib.errors import ConfigError, DataError, TrainingError, disk_full_message
 from ddadlib.fileio import atomic_write_bytes, atomic_write_json
-from ddadlib.paper import BACKBONE_TITLES
+from ddadlib.paper import (
+    BACKBONE_TITLES,
+    PAPER_BATCH_SIZE,
+    PAPER_K,
+    PAPER_LR,
+    PAPER_UNLABELED,
+    TABLE_AR,
+)
+from ddadlib.presets import PRESETS
 
 # Each command imports torch, pandas, matplotlib, tqdm and the run layer inside its function, so
 # that `ddad --help` and `ddad prepare` start without them.
@@ -185,18 +193,12 @@ def _add_file_options(p: argparse.ArgumentParser, on_error: str) -> None:
 
 #: The backbones of ddadlib.detectors.DETECTORS (named in the paper's vocabulary: no torch import).
 BACKBONE_CHOICES = tuple(BACKBONE_TITLES)
-#: The demo's protocol on the built-in set; the same on every device so its numbers compare.
-DEMO_DATA = dict(
-    n_normal=500, n_test=250, n_unlabeled=500, kinds=("pneumonia",), severity=(0.1, 0.5)
-)
-DEMO_AR = 0.6
-DEMO_EPOCHS = 40
-#: The demo's data sets (the bundled real X-rays by default) and M, the size of Du, on each.
+#: The demo's data sets (the bundled real X-rays by default); its settings are the preset
+#: ``demo`` (:data:`ddadlib.presets.PRESETS`), the same on every device so its numbers compare.
 DEMO_SETS = {
     "kermany": "the bundled Kermany chest X-rays",
     "synthetic": "the built-in synthetic set",
 }
-DEMO_UNLABELED = {"kermany": 500, "synthetic": DEMO_DATA["n_unlabeled"]}
 
 
 def _add_train_options(p: argparse.ArgumentParser, epochs: int) -> None:
@@ -206,15 +208,19 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int) -> None:
         default="ae",
         help="reconstruction network (default ae; fanogan trains on Dn only)",
     )
-    p.add_argument("--k", type=positive_int, default=3, help="networks per module (default 3)")
+    p.add_argument(
+        "--k", type=positive_int, default=PAPER_K, help=f"networks per module (default {PAPER_K})"
+    )
     p.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs (default {epochs})")
-    p.add_argument("--ar", type=fraction, default=0.6, help="anomaly rate of Du (default 0.6)")
+    p.add_argument(
+        "--ar", type=fraction, default=TABLE_AR, help=f"anomaly rate of Du (default {TABLE_AR})"
+    )
     p.add_argument(
         "--n-unlabeled",
         type=nonneg_int,
         default=None,
-        help="M, the size of Du (default 4000 where the pools allow it at --ar, else "
-        "the most they allow)",
+        help=f"M, the size of Du (default {PAPER_UNLABELED} where the pools allow it at --ar, "
+        "else the most they allow)",
     )
     p.add_argument(
         "--seed",
@@ -222,9 +228,17 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int) -> None:
         default=0,
         help="seed of initialisation, data order and the Du draw (default 0)",
     )
-    p.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
     p.add_argument(
-        "--lr", type=positive_float, default=5e-4, help="Adam learning rate (default 5e-4)"
+        "--batch-size",
+        type=positive_int,
+        default=PAPER_BATCH_SIZE,
+        help=f"batch size (default {PAPER_BATCH_SIZE})",
+    )
+    p.add_argument(
+        "--lr",
+        type=positive_float,
+        default=PAPER_LR,
+        help=f"Adam learning rate (default {PAPER_LR:g})",
     )
     p.add_argument(
         "--device",
@@ -476,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs",
         type=positive_int,
         default=None,
-        help=f"training epochs (default {DEMO_EPOCHS}, the same on every device)",
+        help=f"training epochs (default {PRESETS['demo'].epochs}, the same on every device)",
     )
     demo.add_argument(
         "--backbone", choices=BACKBONE_CHOICES, default="ae", help="backbone (default ae)"
@@ -504,8 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol",
         default="cpu",
         choices=("paper", "cpu", "quick"),
-        help="paper: 250 epochs (for a GPU); cpu (default): 20 epochs, f-AnoGAN 100; "
-        "quick: 2 epochs, a smoke test. All use K = 3 and seeds 0, 1, 2",
+        help="a preset (paper: for a GPU; cpu, the default; quick: a smoke test): "
+        + "; ".join(PRESETS[p].describe() for p in ("paper", "cpu", "quick")),
     )
     rp.add_argument(
         "--experiments",
@@ -519,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=seed_int,
         nargs="+",
         default=None,
-        help="seeds instead of the protocol's 0 1 2",
+        help="seeds instead of the protocol's (paper and cpu: 0 1 2; quick: 0)",
     )
     rp.add_argument(
         "--epochs", type=positive_int, default=None, help="epochs instead of the protocol's"
@@ -770,7 +784,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from ddadlib.runs.train import train_run
 
     t0 = time.perf_counter()
-    epochs = args.epochs if args.epochs is not None else DEMO_EPOCHS
+    demo = PRESETS["demo"]
+    epochs = args.epochs if args.epochs is not None else demo.epochs
     # Bad settings fail before any image is prepared.
     make_detector(args.backbone, epochs=epochs)
     pick_device(args.device)
@@ -784,7 +799,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     elif args.data == "kermany":
         prepare.prepare_kermany(data, overwrite=True)
     else:
-        prepare.prepare_synthetic(data, overwrite=True, **DEMO_DATA)
+        prepare.prepare_synthetic(data, overwrite=True, **demo.synthetic())
     grid = args.out / "samples.png"
     if not grid.exists():
         save_figure(sample_grid_of(PreparedDataset.load(data)), grid)
@@ -793,17 +808,18 @@ def _cmd_demo(args: argparse.Namespace) -> None:
         data,
         backbone=args.backbone,
         epochs=epochs,
-        ar=DEMO_AR,
-        n_unlabeled=DEMO_UNLABELED[args.data],
+        ar=demo.ar,
+        n_unlabeled=demo.m,
         seed=args.seed,
         device=args.device,
         precision="fp32",
+        **demo.training(),
     )
-    run = args.out / f"run-{args.backbone}-ar{DEMO_AR}-e{epochs}-s{args.seed}"
+    run = args.out / f"run-{args.backbone}-ar{demo.ar}-e{epochs}-s{args.seed}"
     train_run(run, cfg, progress=not args.quiet)
     metrics = evaluate_run(run, out=args.out)
     print(
-        f"\nDDAD ({args.backbone}) on {DEMO_SETS[args.data]}, AR {DEMO_AR}, "
+        f"\nDDAD ({args.backbone}) on {DEMO_SETS[args.data]}, AR {demo.ar}, "
         f"test {cfg.test_size[0]} normal + {cfg.test_size[1]} abnormal "
         f"({epochs} epochs, K = {cfg.k}, seed {args.seed}, {cfg.device}):"
     )

@@ -38,7 +38,7 @@ from ddadlib.models.ensemble import (
 )
 from ddadlib.models.fanogan import FAnoGAN as FAnoGANNetwork
 from ddadlib.models.fanogan import train_fanogan
-from ddadlib.paper import SCORE_NAMES
+from ddadlib.paper import PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_K, PAPER_LR, SCORE_NAMES
 from ddadlib.scoring.scores import image_scores, score_maps
 
 MODEL_FORMAT = "ddadlib-model"
@@ -56,6 +56,9 @@ PARAMS = (
     "vectorised",
     "progress",
 )
+
+#: The settings that define what trains (the rest say where and how fast).
+HYPERPARAMETERS = ("backbone", "k", "epochs", "batch_size", "lr", "seed")
 
 Images = np.ndarray | torch.Tensor
 
@@ -113,10 +116,10 @@ class _Detector:
     def __init__(
         self,
         backbone: str = "ae",
-        k: int = 3,
-        epochs: int = 250,
-        batch_size: int = 64,
-        lr: float = 5e-4,
+        k: int = PAPER_K,
+        epochs: int = PAPER_EPOCHS,
+        batch_size: int = PAPER_BATCH_SIZE,
+        lr: float = PAPER_LR,
         seed: int = 0,
         device: str | None = "auto",
         precision: str | None = "auto",
@@ -342,12 +345,7 @@ class DDAD(_Detector):
     def module_config(self, module: str, size: int) -> EnsembleConfig:
         """The configuration of module ``"A"`` or ``"B"`` for images of ``size`` pixels."""
         return EnsembleConfig(
-            backbone=self.backbone,
-            k=self.k,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            seed=self.seed,
+            **{name: getattr(self, name) for name in HYPERPARAMETERS},
             module=module,
             precision=getattr(self, "precision_", EnsembleConfig.precision),
             size=size,

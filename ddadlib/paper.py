@@ -39,6 +39,15 @@ PAPER_ARS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 #: The paper's |Du| (M).
 PAPER_UNLABELED = 4000
 
+#: The training settings of the paper and the authors' code (``docs/method.md`` "Training"):
+#: Adam with this learning rate and these betas, batches of 64, 250 epochs, K = 3 networks a
+#: module. Every default of the library is taken from here.
+PAPER_LR = 5e-4
+PAPER_BETAS = (0.5, 0.999)
+PAPER_BATCH_SIZE = 64
+PAPER_EPOCHS = 250
+PAPER_K = 3
+
 #: The authors' split sizes: Dn and the test images per class (``docs/method.md`` "Data").
 PAPER_SIZES = {
     "rsna": {"n_normal": 3851, "n_test": 1000},

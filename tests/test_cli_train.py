@@ -4,7 +4,10 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
+from reference_scores import inter_from_networks
+from sklearn.metrics import roc_auc_score
 
 from ddadlib.cli import main
 from ddadlib.data.dataset import PreparedDataset
@@ -39,7 +42,12 @@ def test_train_evaluate_score(tiny_synthetic, tmp_path, capsys):
     assert main(["evaluate", "--run", str(run), "--n-boot", "20"]) == 0
     out = capsys.readouterr().out
     assert "inter" in out and "AUC" in out
-    assert json.loads((run / "metrics.json").read_text())["inter"]["auc"] >= 0
+    # the inter scores and AUC are those of |mu_A - mu_B| recomputed from the trained networks
+    labels, inter = inter_from_networks(run)
+    np.testing.assert_allclose(pd.read_csv(run / "scores.csv")["inter"], inter, rtol=1e-4)
+    assert json.loads((run / "metrics.json").read_text())["inter"]["auc"] == pytest.approx(
+        roc_auc_score(labels, inter), abs=0.01
+    )
     imgs = tmp_path / "new"
     imgs.mkdir()
     g = np.random.default_rng(0)

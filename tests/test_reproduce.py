@@ -6,13 +6,15 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from reference_scores import inter_from_networks
+from sklearn.metrics import roc_auc_score
 
 from ddadlib import course
 from ddadlib.cli import main
 from ddadlib.errors import ConfigError, DataError
 from ddadlib.paper import PAPER, PAPER_ARS
+from ddadlib.presets import ablation_unlabeled
 from ddadlib.runs.grid import (
-    common_unlabeled,
     format_mean_sd,
     load_results,
     run_name,
@@ -47,27 +49,37 @@ def test_run_names_and_common_m(tiny_synthetic):
     assert run_name("ae", 0.0, 0, 20, 3, 500) == "ae-ar0-m500-e20-k3-s0"
     assert run_name("fanogan", None, 1, 100) == "fanogan-e100-s1"
     # tiny_synthetic's pools hold 30 normal + 30 abnormal images: every AR meets M = 30
-    assert common_unlabeled(tiny_synthetic, PAPER_ARS) == 30
+    assert ablation_unlabeled(tiny_synthetic, PAPER_ARS) == 30
     with pytest.raises(ConfigError, match="no AR"):
-        common_unlabeled(tiny_synthetic, [])
+        ablation_unlabeled(tiny_synthetic, [])
 
 
 def test_plan_puts_table1_first_and_shares_the_ar_06_runs():
-    specs = plan(PROTOCOLS["quick"])
+    specs = plan(PROTOCOLS["cpu"])
     assert [s["backbone"] for s in specs[:3]] == ["ae", "memae", "aeu"]
     ae = [(s["ar"], s["seed"]) for s in specs if s["backbone"] == "ae"]
     assert len(ae) == len(set(ae)) == 6 * 3  # AR 0.6 is not trained twice
     assert sum(s["backbone"] == "fanogan" for s in specs) == 3
-    assert [s["backbone"] for s in plan(PROTOCOLS["quick"], ["ablation"])] == ["ae"] * 18
+    assert [s["backbone"] for s in plan(PROTOCOLS["cpu"], ["ablation"])] == ["ae"] * 18
     with pytest.raises(ConfigError, match="unknown experiment"):
         plan(PROTOCOLS["quick"], ["table9"])
+
+
+def test_plan_gives_table1_the_papers_m_and_the_ablation_its_own():
+    specs = plan(PROTOCOLS["cpu"], m={"table": 51, "ablation": 30})
+    table = [s for s in specs if s["backbone"] in ("memae", "aeu")]
+    assert {s["n_unlabeled"] for s in table} == {51}
+    ae = [(s["ar"], s["n_unlabeled"]) for s in specs if s["backbone"] == "ae" and s["seed"] == 0]
+    # AR 0.6 twice: Table 1's run with M = 51 and the ablation's with M = 30
+    assert sorted(ae) == sorted([(0.6, 51)] + [(ar, 30) for ar in PAPER_ARS])
 
 
 def test_reproduce_writes_every_run_and_the_report(reproduction):
     out, record, logs = reproduction
     results = pd.read_csv(out / "results.csv")
-    # Table 1: 3 backbones x 2 seeds; f-AnoGAN 2 seeds; ablation: 5 more ARs x 2 seeds
-    assert results["run"].nunique() == 6 + 2 + 10 == len(record["runs"])
+    # Table 1: 3 backbones x 2 seeds; f-AnoGAN 2 seeds; ablation: 6 ARs x 2 seeds
+    # (Table 1 at the paper's M, 51 here; the ablation at its own M, 30, so AR 0.6 twice)
+    assert results["run"].nunique() == 6 + 2 + 12 == len(record["runs"])
     assert set(results["backbone"]) == {"ae", "memae", "aeu", "fanogan"}
     assert sorted(results.loc[results["backbone"] == "ae", "ar"].unique()) == list(PAPER_ARS)
     assert set(results.loc[results["backbone"] == "fanogan", "score"]) == {"rec"}
@@ -77,7 +89,10 @@ def test_reproduce_writes_every_run_and_the_report(reproduction):
     assert "Table 1" in text and "Table 2" in text and "AR ablation" in text
     assert f"{PAPER['table']['aeu']['inter'][0]:.3f}" in text  # the paper beside ours
     saved = json.loads((out / "reproduce.json").read_text())
-    assert saved["protocol"]["seeds"] == [0, 1] and saved["n_unlabeled"] == 30
+    assert saved["protocol"]["seeds"] == [0, 1] and saved["n_unlabeled"] == {
+        "table": 51,
+        "ablation": 30,
+    }
     assert {"cpu", "cpu_cores", "torch_threads", "gpu"} <= set(saved["hardware"])
     assert saved["provenance"]["git_commit"] is None or len(saved["provenance"]["git_commit"]) >= 7
 
@@ -89,10 +104,11 @@ def test_ablation_shares_module_b_so_rec_and_intra_do_not_depend_on_ar(reproduct
     for seed in (0, 1):
         for score in ("rec", "rec_ensemble", "intra"):
             values = ae[(ae["seed"] == seed) & (ae["score"] == score)]["auc"]
-            assert len(values) == 6 and values.nunique() == 1, (seed, score)
+            # the ablation's 6 ARs and Table 1's AE run (its own M): one module B
+            assert len(values) == 7 and values.nunique() == 1, (seed, score)
         inter = ae[(ae["seed"] == seed) & (ae["score"] == "inter")]["auc"]
         assert inter.nunique() > 1  # module A does change with the AR
-    assert sum("reusing the one trained" in line for line in logs) == 2 * 5
+    assert sum("reusing the one trained" in line for line in logs) == 2 * 6
 
 
 def test_seeds_draw_different_du(reproduction):
@@ -127,7 +143,7 @@ def test_a_stopped_run_resumes_and_only_it_is_trained(reproduction, tiny_synthet
     out, _, _ = reproduction
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    run = copy / "runs" / "aeu-ar0.6-m30-e1-k3-s1"
+    run = copy / "runs" / "aeu-ar0.6-m51-e1-k3-s1"
     for name in ("model.pt", "metrics.json", "scores.csv"):  # as if stopped before the end
         (run / name).unlink()
     logs: list[str] = []
@@ -150,7 +166,7 @@ def test_a_stopped_run_resumes_and_only_it_is_trained(reproduction, tiny_synthet
 
 def test_other_settings_into_the_same_folder_are_refused(reproduction, tiny_synthetic):
     out, _, _ = reproduction
-    with pytest.raises(DataError, match=r"protocol.epochs: 1 -> 2"):
+    with pytest.raises(DataError, match=rf"protocol.epochs: 1 -> {PROTOCOLS['quick'].epochs}"):
         reproduce(
             tiny_synthetic,
             out,
@@ -199,16 +215,26 @@ def test_results_table_and_summary(reproduction):
         "n_unlabeled",
         "score",
     ]
-    summary = summarise(results)
+    # Table 1's runs (M = 51; the ablation's AR-0.6 runs have M = 30)
+    summary = summarise(results[results["n_unlabeled"] == 51])
     row = summary[
         (summary["backbone"] == "ae") & (summary["ar"] == 0.6) & (summary["score"] == "inter")
     ].iloc[0]
     aucs = results[
-        (results["backbone"] == "ae") & (results["ar"] == 0.6) & (results["score"] == "inter")
+        (results["backbone"] == "ae")
+        & (results["ar"] == 0.6)
+        & (results["score"] == "inter")
+        & (results["n_unlabeled"] == 51)
     ]["auc"]
     assert row["count"] == 2 and row["mean"] == pytest.approx(aucs.mean())
     assert row["std"] == pytest.approx(aucs.std(ddof=1))
-    fan = summary[summary["backbone"] == "fanogan"]
+    # the table's inter AUC of a run is the one of |mu_A - mu_B| of its trained networks
+    run = out / "runs" / "ae-ar0.6-m51-e1-k3-s0"
+    labels, inter = inter_from_networks(run)
+    tabled = results[(results["run"] == str(run)) & (results["score"] == "inter")]["auc"]
+    assert tabled.item() == pytest.approx(roc_auc_score(labels, inter), abs=0.01)
+    np.testing.assert_allclose(load_scores(run)["inter"], inter, rtol=1e-4)
+    fan = summarise(results).query("backbone == 'fanogan'")
     assert len(fan) == 1 and np.isnan(fan["ar"].iloc[0])
     scores = Run(record["runs"][0]).scores()
     assert {"id", "label", "rec", "inter", "rec_m1"} <= set(scores.columns)
@@ -252,7 +278,7 @@ def test_cli_reproduce(tiny_synthetic, tmp_path, capsys):
         == 0
     )
     text = capsys.readouterr().out
-    assert "Table 1" in text and "ae-ar0.6-m30-e1-k3-s3" in text  # M as for the ablation
+    assert "Table 1" in text and "ae-ar0.6-m51-e1-k3-s3" in text  # the paper's M rule
     record = json.loads((out / "reproduce.json").read_text())
     assert record["command"].startswith("ddad reproduce --data")
     assert not (out / "ablation.png").exists()

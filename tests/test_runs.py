@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from reference_scores import inter_from_networks
+from sklearn.metrics import roc_auc_score
 
 from ddadlib.detectors import DDAD, load_detector
 from ddadlib.errors import DataError
@@ -118,11 +120,15 @@ def test_evaluate_writes_metrics_scores_and_figures(tiny_runs, tmp_path):
     metrics = evaluate_run(run, n_boot=50, **quiet)
     saved = json.loads((run / "metrics.json").read_text())
     assert set(saved) == {"rec", "rec_ensemble", "intra", "inter"} and saved == metrics
+    scores = pd.read_csv(run / "scores.csv")
     for name, m in saved.items():
         assert {"auc", "ap", "auc_ci", "sens_at_95_spec", "pixel_auc"} <= set(m), name
-        assert 0 <= m["auc"] <= 1
+    # the inter scores are |mu_A - mu_B| of the trained networks, not some other number
+    labels, inter = inter_from_networks(run)
+    assert list(labels) == list(scores["label"])
+    np.testing.assert_allclose(scores["inter"], inter, rtol=1e-4, atol=1e-7)
+    assert saved["inter"]["auc"] == pytest.approx(roc_auc_score(labels, inter), abs=0.02)
     assert "auc_std" in saved["rec"] and len(saved["rec"]["auc_members"]) == 2
-    scores = pd.read_csv(run / "scores.csv")
     assert list(scores.columns[:6]) == ["id", "label", "rec", "rec_ensemble", "intra", "inter"]
     assert len(scores) == 24 and scores["label"].sum() == 12
     assert (run / "histograms.png").stat().st_size > 10_000

@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,34 +32,26 @@ from ddadlib.data.dataset import PreparedDataset, is_prepared
 from ddadlib.data.prepare import prepare_synthetic
 from ddadlib.detectors import detector_for
 from ddadlib.errors import ConfigError
-from ddadlib.paper import PAPER_ARS, TABLE1_BACKBONES, TABLE_AR
-from ddadlib.runs.grid import cache_dir, common_unlabeled, ensure_run
+from ddadlib.presets import PRESETS, Preset, ablation_unlabeled
+from ddadlib.runs.grid import cache_dir, ensure_run
 from ddadlib.runs.run import TestSet
 from ddadlib.runs.run import test_set as runs_test_set
 
+#: The presets a notebook can run in (``DDAD_MODE``), from :data:`ddadlib.presets.PRESETS`.
 MODE_NAMES = ("quick", "class", "full")
+MODES = {name: PRESETS[name] for name in MODE_NAMES}
 
 
 @dataclass(frozen=True)
-class CourseSettings:
-    """What a notebook trains: the mode, the synthetic set's sizes (when no dataset is given),
-    epochs, ensemble size, ARs of the ablation, seeds and backbones."""
+class CourseSettings(Preset):
+    """What a notebook trains: a preset (its ``name`` is the mode) and, where given, the
+    prepared dataset that replaces the built-in synthetic set."""
 
-    mode: str
-    size: int
-    n_normal: int
-    n_test: int
-    n_unlabeled: int
-    epochs: int
-    fanogan_epochs: int
-    k: int = 3
-    ars: tuple[float, ...] = PAPER_ARS
-    seeds: tuple[int, ...] = (0,)
-    backbones: tuple[str, ...] = TABLE1_BACKBONES
-    ar: float = TABLE_AR
     data: str | None = None
-    kinds: tuple[str, ...] = ("pneumonia",)
-    severity: tuple[float, float] = (0.1, 0.5)
+
+    @property
+    def mode(self) -> str:
+        return self.name
 
     def describe(self) -> str:
         data = self.data or (
@@ -72,33 +64,6 @@ class CourseSettings:
             f"(ablation {', '.join(f'{a:g}' for a in self.ars)}), seeds "
             f"{', '.join(map(str, self.seeds))}"
         )
-
-
-MODES = {
-    "quick": CourseSettings(
-        "quick",
-        size=32,
-        n_normal=120,
-        n_test=60,
-        n_unlabeled=120,
-        epochs=5,
-        fanogan_epochs=5,
-        ars=(0.0, 0.6, 1.0),
-    ),
-    "class": CourseSettings(
-        "class", size=64, n_normal=500, n_test=250, n_unlabeled=500, epochs=30, fanogan_epochs=100
-    ),
-    "full": CourseSettings(
-        "full",
-        size=64,
-        n_normal=4000,
-        n_test=1000,
-        n_unlabeled=4000,
-        epochs=250,
-        fanogan_epochs=250,
-        seeds=(0, 1, 2),
-    ),
-}
 
 
 def settings(
@@ -129,15 +94,11 @@ def settings(
         changes["k"] = int(k)
     if seeds is not None:
         changes["seeds"] = tuple(int(s) for s in seeds)
-    return replace(MODES[mode], **changes)
+    return CourseSettings(**{**asdict(MODES[mode]), **changes})
 
 
 def _synthetic_key(s: CourseSettings) -> str:
-    spec = {
-        k: v
-        for k, v in asdict(s).items()
-        if k in ("size", "n_normal", "n_test", "n_unlabeled", "kinds", "severity")
-    }
+    spec = s.synthetic()
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -156,12 +117,7 @@ def course_data(s: CourseSettings, log=print) -> Path:
         log(f"generating the built-in synthetic set into {out} (once; later runs load it)")
         prepare_synthetic(
             tmp / "d",
-            size=s.size,
-            n_normal=s.n_normal,
-            n_test=s.n_test,
-            n_unlabeled=s.n_unlabeled,
-            kinds=s.kinds,
-            severity=s.severity,
+            **s.synthetic(),
             seed=0,
             log=lambda line: log(line.replace(str(tmp / "d"), str(out))),
         )
@@ -190,7 +146,7 @@ def course_run(
     (default the first seed): loaded from the cache, or trained and evaluated once."""
     data = course_data(s, log=log)
     fan = not detector_for(backbone).uses_unlabeled
-    m = None if fan else common_unlabeled(data, s.ars + (s.ar,))
+    m = None if fan else ablation_unlabeled(data, s.ars + (s.ar,))
     return ensure_run(
         runs_root(s),
         data,
@@ -198,8 +154,8 @@ def course_run(
         ar=s.ar if ar is None else ar,
         seed=s.seeds[0] if seed is None else seed,
         epochs=s.fanogan_epochs if fan else s.epochs,
-        k=s.k,
         n_unlabeled=m,
+        **s.training(),
         figures=False,
         progress=progress,
         log=log,

@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 
 from ddadlib import plots
 from ddadlib.errors import DataError
-from ddadlib.paper import BACKBONE_TITLES, SCORE_TITLES
+from ddadlib.paper import BACKBONE_TITLES, SCORE_TITLES, TABLE_AR
 from ddadlib.runs.config import RunConfig
 from ddadlib.runs.grid import load_results
 from ddadlib.runs.run import Run, test_indices
@@ -218,7 +218,7 @@ class HistogramExplorer(_View):
         runs: str | Path | Iterable[str | Path],
         score: str = "inter",
         bins: int = 40,
-        ar: float | None = 0.6,
+        ar: float | None = TABLE_AR,
     ) -> None:
         super().__init__()
         self.runs = _read_runs(runs)
@@ -513,7 +513,7 @@ class ARSlider(_View):
         )
         ars = sorted({r.ar for r in self.runs})
         if ar is None:
-            ar = 0.6 if 0.6 in ars else ars[0]
+            ar = TABLE_AR if TABLE_AR in ars else ars[0]
         if ar not in ars:
             have = ", ".join(f"{a:g}" for a in ars)
             raise ValueError(f"AR {ar} was not run; the runs have {have}")

@@ -44,13 +44,15 @@ def stage_channels(size: int) -> list[int]:
     return base[:n] if n <= len(base) else base + [base[-1]] * (n - len(base))
 
 
-def _down(cin: int, cout: int) -> nn.Sequential:
+def down_block(cin: int, cout: int) -> nn.Sequential:
+    """A stride-2 stage of an encoder: Conv 4x4 stride 2 pad 1 (no bias), BatchNorm, ReLU."""
     return nn.Sequential(
         nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
     )
 
 
-def _up(cin: int, cout: int) -> nn.Sequential:
+def up_block(cin: int, cout: int) -> nn.Sequential:
+    """A stride-2 stage of a decoder: ConvTranspose 4x4 stride 2 pad 1 (no bias), BN, ReLU."""
     return nn.Sequential(
         nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
         nn.BatchNorm2d(cout),
@@ -71,13 +73,13 @@ class AE(nn.Module):
         super().__init__()
         self.size = size
         ch = stage_channels(size)
-        self.encoder = nn.Sequential(*[_down(a, b) for a, b in zip([1] + ch[:-1], ch)])
+        self.encoder = nn.Sequential(*[down_block(a, b) for a, b in zip([1] + ch[:-1], ch)])
         flat = ch[-1] * BOTTLENECK_SIZE**2
         self.to_latent = nn.Sequential(_dense(flat, HIDDEN), nn.Linear(HIDDEN, LATENT))
         self.from_latent = nn.Sequential(_dense(LATENT, HIDDEN), nn.Linear(HIDDEN, flat))
         rev = ch[::-1]
         self.decoder = nn.Sequential(
-            *[_up(a, b) for a, b in zip(rev[:-1], rev[1:])],
+            *[up_block(a, b) for a, b in zip(rev[:-1], rev[1:])],
             nn.ConvTranspose2d(rev[-1], self.out_channels, 4, 2, 1),
         )
 

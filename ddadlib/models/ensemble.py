@@ -41,6 +41,7 @@ from ddadlib.models.checkpoints import (
     check_finite_weights,
     load_checkpoint,
 )
+from ddadlib.paper import PAPER_BATCH_SIZE, PAPER_BETAS, PAPER_EPOCHS, PAPER_K, PAPER_LR
 from ddadlib.seeding import derive_seed, epoch_order, torch_seed
 
 
@@ -49,11 +50,11 @@ class EnsembleConfig:
     """What defines a trained module; two modules with equal configs and data are the same."""
 
     backbone: str = "ae"
-    k: int = 3
-    epochs: int = 250
-    batch_size: int = 64
-    lr: float = 5e-4
-    betas: tuple[float, float] = (0.5, 0.999)
+    k: int = PAPER_K
+    epochs: int = PAPER_EPOCHS
+    batch_size: int = PAPER_BATCH_SIZE
+    lr: float = PAPER_LR
+    betas: tuple[float, float] = PAPER_BETAS
     seed: int = 0
     module: str = "B"
     precision: str = "fp32"

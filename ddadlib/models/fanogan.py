@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 
 from ddadlib.devices import autocast, pick_precision
 from ddadlib.errors import DataError, TrainingError
-from ddadlib.models.backbones import BOTTLENECK_SIZE, stage_channels
+from ddadlib.models.backbones import BOTTLENECK_SIZE, down_block, stage_channels, up_block
 from ddadlib.models.checkpoints import (
     CHECKPOINT_VERSION,
     Checkpointer,
@@ -65,26 +65,13 @@ from ddadlib.models.checkpoints import (
     load_checkpoint,
 )
 from ddadlib.models.ensemble import batch_starts
+from ddadlib.paper import PAPER_BATCH_SIZE, PAPER_BETAS, PAPER_LR
 from ddadlib.seeding import derive_seed, epoch_order, torch_seed
 
 #: Dimension of the generator's latent space (the f-AnoGAN paper's 128).
 LATENT_DIM = 128
 #: Images per forward pass in :meth:`FAnoGAN.score` and :meth:`FAnoGAN.anomaly_maps`.
 CHUNK = 256
-
-
-def _up(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
-
-
-def _down_bn(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-    )
 
 
 def _down_leaky(cin: int, cout: int) -> nn.Sequential:
@@ -103,7 +90,7 @@ class Generator(nn.Module):
             nn.Linear(latent_dim, flat, bias=False), nn.BatchNorm1d(flat), nn.ReLU(inplace=True)
         )
         self.decoder = nn.Sequential(
-            *[_up(a, b) for a, b in zip(rev[:-1], rev[1:])],
+            *[up_block(a, b) for a, b in zip(rev[:-1], rev[1:])],
             nn.ConvTranspose2d(rev[-1], 1, 4, 2, 1),
             nn.Tanh(),
         )
@@ -138,7 +125,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.size = size
         ch = stage_channels(size)
-        self.encoder = nn.Sequential(*[_down_bn(a, b) for a, b in zip([1] + ch[:-1], ch)])
+        self.encoder = nn.Sequential(*[down_block(a, b) for a, b in zip([1] + ch[:-1], ch)])
         self.to_latent = nn.Linear(ch[-1] * BOTTLENECK_SIZE**2, latent_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -290,7 +277,7 @@ class _Training:
             "generator": torch.optim.Adam(model.generator.parameters(), **gan),
             "critic": torch.optim.Adam(model.critic.parameters(), **gan),
             "encoder": torch.optim.Adam(
-                model.encoder.parameters(), lr=config["encoder_lr"], betas=(0.5, 0.999)
+                model.encoder.parameters(), lr=config["encoder_lr"], betas=PAPER_BETAS
             ),
         }
         # the critic steps so far (one generator step after every n_critic-th, across epochs)
@@ -445,14 +432,14 @@ def train_fanogan(
     *,
     epochs: int,
     seed: int,
-    batch_size: int = 64,
+    batch_size: int = PAPER_BATCH_SIZE,
     encoder_epochs: int | None = None,
     n_critic: int = 5,
     gp_weight: float = 10.0,
     kappa: float = 1.0,
     size: int | None = None,
     lr: float = 1e-4,
-    encoder_lr: float = 5e-4,
+    encoder_lr: float = PAPER_LR,
     precision: str = "fp32",
     checkpoint: Path | None = None,
     checkpoint_every: float = 60.0,

@@ -34,11 +34,20 @@ from typing import Any
 import numpy as np
 
 from ddadlib.data.dataset import PreparedDataset
-from ddadlib.data.splits import draw_unlabeled, max_unlabeled, split_sizes
+from ddadlib.data.splits import draw_unlabeled, split_sizes
 from ddadlib.detectors import detector_for, make_detector
 from ddadlib.devices import pick_device, pick_precision
 from ddadlib.errors import DataError
-from ddadlib.paper import BACKBONE_TITLES, PAPER_UNLABELED
+from ddadlib.paper import (
+    BACKBONE_TITLES,
+    PAPER_BATCH_SIZE,
+    PAPER_EPOCHS,
+    PAPER_K,
+    PAPER_LR,
+    PAPER_UNLABELED,
+    TABLE_AR,
+)
+from ddadlib.presets import table_unlabeled
 from ddadlib.provenance import provenance
 
 Log = Callable[[str], None]
@@ -146,11 +155,6 @@ def config_changes(old: RunConfig, new: RunConfig, ds: PreparedDataset) -> list[
     return old.differences(new)
 
 
-def default_unlabeled(split: dict, ar: float) -> int:
-    """The paper's M = 4,000 where the pools allow it at ``ar``, else the largest they allow."""
-    return min(PAPER_UNLABELED, max_unlabeled(split, ar))
-
-
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """Every setting of a run: what ``config.json`` holds (:meth:`to_dict` / :meth:`from_dict`).
@@ -254,13 +258,13 @@ def run_config(
     data: str | Path,
     *,
     backbone: str = "ae",
-    k: int = 3,
-    epochs: int = 250,
-    ar: float = 0.6,
+    k: int = PAPER_K,
+    epochs: int = PAPER_EPOCHS,
+    ar: float = TABLE_AR,
     n_unlabeled: int | None = None,
     seed: int = 0,
-    batch_size: int = 64,
-    lr: float = 5e-4,
+    batch_size: int = PAPER_BATCH_SIZE,
+    lr: float = PAPER_LR,
     device: str | None = "auto",
     precision: str | None = "auto",
     log: Log = print,
@@ -275,7 +279,7 @@ def run_config(
     dev = pick_device(device)
     if kind.uses_unlabeled:
         if n_unlabeled is None:
-            n_unlabeled = default_unlabeled(ds.split, ar)
+            n_unlabeled = table_unlabeled(ds.split, ar)
             log(
                 f"M = {n_unlabeled:,} unlabeled images at AR {ar} "
                 f"({'the paper' if n_unlabeled == PAPER_UNLABELED else 'the most the pools allow'}"

@@ -24,10 +24,10 @@ from pathlib import Path
 import pandas as pd
 
 from ddadlib.data.dataset import PreparedDataset
-from ddadlib.data.splits import max_unlabeled
 from ddadlib.detectors import detector_for
-from ddadlib.errors import ConfigError, DataError
-from ddadlib.paper import PAPER_UNLABELED
+from ddadlib.errors import DataError
+from ddadlib.paper import PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_K, PAPER_LR, TABLE_AR
+from ddadlib.presets import table_unlabeled
 from ddadlib.runs.config import config_changes, run_config
 from ddadlib.runs.evaluate import evaluate_run
 from ddadlib.runs.run import Run
@@ -43,28 +43,12 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "ddadlib"
 
 
-def common_unlabeled(data: str | Path, ars: Iterable[float]) -> int:
-    """The largest M (at most the paper's 4,000) that the pools meet at every AR in ``ars``, so
-    that an ablation changes only the AR, not the size of Du."""
-    split = PreparedDataset.load(data, mmap=True).split
-    ars = list(ars)
-    if not ars:
-        raise ConfigError("no AR given")
-    m = min([PAPER_UNLABELED] + [max_unlabeled(split, ar) for ar in ars])
-    if m < 1:
-        raise DataError(
-            f"{data}: the pools cannot supply unlabeled images at every AR in "
-            f"{ars}; check `ddad info --data {data}`"
-        )
-    return m
-
-
 def run_name(
     backbone: str,
     ar: float | None,
     seed: int,
     epochs: int,
-    k: int = 3,
+    k: int = PAPER_K,
     n_unlabeled: int | None = None,
 ) -> str:
     """The folder name of a run in a grid, e.g. ``ae-ar0.6-m500-e30-k3-s0`` (a detector
@@ -79,13 +63,13 @@ def ensure_run(
     data: str | Path,
     *,
     backbone: str = "ae",
-    ar: float = 0.6,
+    ar: float = TABLE_AR,
     seed: int = 0,
-    epochs: int = 250,
-    k: int = 3,
+    epochs: int = PAPER_EPOCHS,
+    k: int = PAPER_K,
     n_unlabeled: int | None = None,
-    batch_size: int = 64,
-    lr: float = 5e-4,
+    batch_size: int = PAPER_BATCH_SIZE,
+    lr: float = PAPER_LR,
     device: str | None = "auto",
     precision: str | None = "auto",
     n_boot: int = 1000,
@@ -99,7 +83,7 @@ def ensure_run(
     drawn with ``seed``; Dn and the test split are the dataset's own.
     """
     if n_unlabeled is None and detector_for(backbone).uses_unlabeled:
-        n_unlabeled = common_unlabeled(data, [ar])
+        n_unlabeled = table_unlabeled(data, ar)
     run = Run(Path(root) / run_name(backbone, ar, seed, epochs, k, n_unlabeled))
     cfg = run_config(
         data,

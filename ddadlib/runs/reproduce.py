@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,10 +36,10 @@ from ddadlib.paper import (
     TABLE_AR,
 )
 from ddadlib.plots import plot_ar_curve, plot_score_histograms, save_figure
+from ddadlib.presets import PRESETS, Preset, ablation_unlabeled, table_unlabeled
 from ddadlib.provenance import hardware, provenance
 from ddadlib.runs.config import recorded_fingerprint
 from ddadlib.runs.grid import (
-    common_unlabeled,
     ensure_run,
     format_mean_sd,
     load_results,
@@ -53,54 +53,58 @@ Log = Callable[[str], None]
 EXPERIMENTS = ("table1", "table2", "ablation", "histograms")
 
 
-@dataclass(frozen=True)
-class Protocol:
-    """How long and how often: epochs of the autoencoders and of f-AnoGAN (critic passes; its
-    encoder gets as many), ensemble size and seeds."""
+#: The presets ``ddad reproduce`` offers (``--protocol``), from :data:`ddadlib.presets.PRESETS`.
+PROTOCOLS = {name: PRESETS[name] for name in ("paper", "cpu", "quick")}
 
-    name: str
-    epochs: int
-    fanogan_epochs: int
-    k: int = 3
-    seeds: tuple[int, ...] = (0, 1, 2)
-    batch_size: int = 64
-
-    def describe(self) -> str:
-        return (
-            f"{self.name}: {self.epochs} epochs (f-AnoGAN {self.fanogan_epochs}), K = "
-            f"{self.k}, batch {self.batch_size}, seeds {', '.join(map(str, self.seeds))}"
-        )
+#: What a reproduction records of its preset (``reproduce.json``, "protocol"); a folder is
+#: continued only with the same values.
+PROTOCOL_KEYS = ("name", "epochs", "fanogan_epochs", "k", "seeds", "batch_size")
 
 
-PROTOCOLS = {
-    "paper": Protocol("paper", epochs=250, fanogan_epochs=250),
-    "cpu": Protocol("cpu", epochs=20, fanogan_epochs=100),
-    "quick": Protocol("quick", epochs=2, fanogan_epochs=2),
-}
+def unlabeled_sizes(data: str | Path, experiments: Sequence[str] = EXPERIMENTS) -> dict:
+    """M of each experiment on ``data``: ``table`` (Table 1 and 2, the histograms: the paper's
+    rule at AR 0.6, :func:`~ddadlib.presets.table_unlabeled`) and ``ablation`` (one M for
+    every AR, :func:`~ddadlib.presets.ablation_unlabeled`; None where the pools cannot meet
+    every AR and the ablation is not asked for)."""
+    try:
+        ablation = ablation_unlabeled(data, PAPER_ARS)
+    except DataError:
+        if "ablation" in experiments:
+            raise
+        ablation = None
+    return {"table": table_unlabeled(data, TABLE_AR), "ablation": ablation}
 
 
-def plan(protocol: Protocol, experiments: Sequence[str] = EXPERIMENTS) -> list[dict]:
+def plan(
+    protocol: Preset, experiments: Sequence[str] = EXPERIMENTS, m: dict | None = None
+) -> list[dict]:
     """The runs a reproduction needs, most informative first: Table 1 for every seed, then the
-    other ARs of the ablation (which reuse module B of Table 1's AE runs), then f-AnoGAN."""
+    ARs of the ablation (which reuse module B of Table 1's AE runs), then f-AnoGAN. ``m`` is
+    M of each experiment (:func:`unlabeled_sizes`); runs of the same M are planned once."""
     unknown = set(experiments) - set(EXPERIMENTS)
     if unknown:
         raise ConfigError(f"unknown experiment(s) {sorted(unknown)}; choose from {EXPERIMENTS}")
     want = set(experiments)
+    m = m or {"table": None, "ablation": None}
     specs: list[dict] = []
     if want & {"table1", "table2", "histograms"}:
         specs += [
-            dict(backbone=b, ar=TABLE_AR, seed=s) for s in protocol.seeds for b in TABLE1_BACKBONES
+            dict(backbone=b, ar=TABLE_AR, seed=s, n_unlabeled=m["table"])
+            for s in protocol.seeds
+            for b in TABLE1_BACKBONES
         ]
     if "ablation" in want:
         specs += [
-            dict(backbone="ae", ar=ar, seed=s)
+            dict(backbone="ae", ar=ar, seed=s, n_unlabeled=m["ablation"])
             for s in protocol.seeds
             for ar in PAPER_ARS
-            if dict(backbone="ae", ar=ar, seed=s) not in specs
+            if dict(backbone="ae", ar=ar, seed=s, n_unlabeled=m["ablation"]) not in specs
         ]
     if want & {"table2", "histograms"}:
         specs += [
-            dict(backbone=b, ar=None, seed=s) for s in protocol.seeds for b in TABLE2_BASELINES
+            dict(backbone=b, ar=None, seed=s, n_unlabeled=None)
+            for s in protocol.seeds
+            for b in TABLE2_BASELINES
         ]
     return specs
 
@@ -132,7 +136,7 @@ def _guard(out: Path, record: dict) -> None:
 def reproduce(
     data: str | Path,
     out: str | Path,
-    protocol: str | Protocol = "cpu",
+    protocol: str | Preset = "cpu",
     *,
     experiments: Sequence[str] = EXPERIMENTS,
     seeds: Sequence[int] | None = None,
@@ -152,7 +156,7 @@ def reproduce(
     When stopped (an exception, Ctrl-C), the runs finished so far are tabulated, marked as
     partial. ``report_only`` trains nothing: it tabulates the finished runs (e.g. while another
     process is still training them)."""
-    if isinstance(protocol, str) and protocol not in PROTOCOLS:
+    if isinstance(protocol, str) and protocol not in PROTOCOLS:  # the API checks it too
         raise ConfigError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
     proto = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     changes: dict[str, Any] = {}
@@ -172,13 +176,7 @@ def reproduce(
         raise ConfigError("give at least one seed")
     out = Path(out)
     ds = PreparedDataset.load(data, mmap=True)
-    # One M for every AR, so that Table 1's runs are the ablation's AR-0.6 runs.
-    try:
-        m = common_unlabeled(data, PAPER_ARS)
-    except DataError:
-        if "ablation" in experiments:
-            raise
-        m = common_unlabeled(data, [TABLE_AR])
+    m = unlabeled_sizes(data, experiments)
     earlier = out / "reproduce.json"
     fingerprint = recorded_fingerprint(
         ds, json.loads(earlier.read_text()).get("data_fingerprint") if earlier.is_file() else None
@@ -186,7 +184,7 @@ def reproduce(
     record: dict[str, Any] = {
         "data": str(Path(data).resolve()),
         "data_fingerprint": fingerprint,
-        "protocol": asdict(proto),
+        "protocol": {k: v for k, v in asdict(proto).items() if k in PROTOCOL_KEYS},
         "n_unlabeled": m,
         "experiments": list(experiments),
         "command": command,
@@ -200,10 +198,10 @@ def reproduce(
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "reproduce.json").is_file():  # so that a stopped reproduction can resume
         atomic_write_json(out / "reproduce.json", dict(record, finished=None))
-    specs = plan(proto, experiments)
+    specs = plan(proto, experiments, m)
     log(
         f"reproducing {', '.join(experiments)} on {data}: protocol {proto.describe()}; "
-        f"M = {m} unlabeled images at every AR; {len(specs)} runs (finished ones are reused)"
+        f"M = {_m_text(m)}; {len(specs)} runs (finished ones are reused)"
     )
     t0 = time.perf_counter()
     planned = []
@@ -212,7 +210,11 @@ def reproduce(
         ep = proto.fanogan_epochs if fan else proto.epochs
         planned.append(
             (
-                out / "runs" / run_name(spec["backbone"], spec["ar"], spec["seed"], ep, proto.k, m),
+                out
+                / "runs"
+                / run_name(
+                    spec["backbone"], spec["ar"], spec["seed"], ep, proto.k, spec["n_unlabeled"]
+                ),
                 dict(spec, epochs=ep),
             )
         )
@@ -233,9 +235,8 @@ def reproduce(
                 ar=0.0 if fan else spec["ar"],
                 seed=spec["seed"],
                 epochs=spec["epochs"],
-                k=proto.k,
-                n_unlabeled=None if fan else m,
-                batch_size=proto.batch_size,
+                n_unlabeled=spec["n_unlabeled"],
+                **proto.training(),
                 device=device,
                 precision=precision,
                 n_boot=n_boot,
@@ -273,6 +274,15 @@ def _check_one_device(out: Path, wanted: tuple[str, str] | None) -> None:
         )
 
 
+def _m_text(m: dict | int) -> str:
+    if not isinstance(m, dict):  # recorded before the experiments had their own M
+        return f"{m} at every AR"
+    text = f"{m['table']} (Table 1, AR {TABLE_AR:g})"
+    if m.get("ablation") is not None:
+        text += f", {m['ablation']} (ablation, every AR)"
+    return text
+
+
 def _tabulate(
     out: Path, planned: list[Path], record: dict, experiments: Sequence[str], log: Log
 ) -> None:
@@ -299,15 +309,30 @@ def _tabulate(
     )
     atomic_write_bytes(out / "results.csv", results.to_csv(index=False).encode())
     if "histograms" in experiments:
-        _histograms(results, out / "histograms.png")
-    if "ablation" in experiments and results[results["backbone"] == "ae"]["ar"].nunique() > 1:
-        _ablation_figure(results, out / "ablation.png")
+        _histograms(_experiment(results, record, "table"), out / "histograms.png")
+    ablation = _experiment(results, record, "ablation")
+    if "ablation" in experiments and ablation[ablation["backbone"] == "ae"]["ar"].nunique() > 1:
+        _ablation_figure(ablation, out / "ablation.png")
     atomic_write_bytes(out / "results.md", report(results, record).encode())
     atomic_write_json(out / "reproduce.json", record)
     log(
         f"\n{report(results, record, brief=True)}\nwrote {out / 'results.md'}, "
         f"{out / 'results.csv'} and the figures"
     )
+
+
+def _experiment(results: pd.DataFrame, record: dict, which: str) -> pd.DataFrame:
+    """The rows of ``results`` that belong to experiment ``which`` ("table": Tables 1 and 2,
+    f-AnoGAN included; "ablation": the AE at every AR), told apart by their M."""
+    m = record["n_unlabeled"]
+    m = m.get(which) if isinstance(m, dict) else m
+    if which == "table":
+        keep = results["backbone"].isin(TABLE2_BASELINES) | (
+            (results["ar"] == TABLE_AR) & (results["n_unlabeled"] == m)
+        )
+    else:
+        keep = (results["backbone"] == "ae") & (results["n_unlabeled"] == m)
+    return results[keep]
 
 
 def _histograms(results: pd.DataFrame, path: Path) -> None:
@@ -360,8 +385,8 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
     """The reproduction's tables in Markdown: ours (mean ± sd over seeds) beside the paper's
     RSNA numbers."""
     proto = record["protocol"]
-    summary = summarise(results)
-    at = summary[(summary["ar"] == TABLE_AR) | summary["ar"].isna()]
+    table = _experiment(results, record, "table")
+    at = summarise(table) if not table.empty else table.assign(score=None)
 
     def cell(backbone: str, score: str, table: pd.DataFrame = at) -> str:
         row = table[(table["backbone"] == backbone) & (table["score"] == score)]
@@ -380,13 +405,13 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
         ]
     lines += [
         f"Protocol `{proto['name']}`: {proto['epochs']} epochs, f-AnoGAN "
-        f"{proto['fanogan_epochs']}, K = {proto['k']}, M = {record['n_unlabeled']}, seeds "
+        f"{proto['fanogan_epochs']}, K = {proto['k']}, M = {_m_text(record['n_unlabeled'])}, seeds "
         f"{', '.join(map(str, proto['seeds']))} (mean ± sd over the seeds; a cell without ± has "
         "one); paper: RSNA, "
         "250 epochs, M = 4,000, one run.",
         "",
     ]
-    backbones = [b for b in TABLE1_BACKBONES if b in set(results["backbone"])]
+    backbones = [b for b in TABLE1_BACKBONES if b in set(table["backbone"])]
     if backbones:
         lines += [
             f"**Table 1** (AUC, AR {TABLE_AR}; ours / paper RSNA)",
@@ -401,7 +426,7 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
                 + " |"
             )
         lines.append("")
-    if set(TABLE2_BASELINES) & set(results["backbone"]) and not brief:
+    if set(TABLE2_BASELINES) & set(table["backbone"]) and not brief:
         lines += [
             f"**Table 2** (AUC, AR {TABLE_AR}; ours / paper RSNA)",
             "",
@@ -417,7 +442,8 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
                 f"{cell(b, 'inter')} / {_paper(b, 'inter')} |"
             )
         lines.append("")
-    ablation = summary[(summary["backbone"] == "ae") & summary["ar"].notna()]
+    rows = _experiment(results, record, "ablation")
+    ablation = summarise(rows) if not rows.empty else rows
     if ablation["ar"].nunique() > 1:
         lines += [
             "**AR ablation** (AE; AUC, ours / paper RSNA)",
