@@ -233,7 +233,7 @@ def test_results_table_and_summary(reproduction):
     labels, inter = inter_from_networks(run)
     tabled = results[(results["run"] == str(run)) & (results["score"] == "inter")]["auc"]
     assert tabled.item() == pytest.approx(roc_auc_score(labels, inter), abs=0.01)
-    np.testing.assert_allclose(load_scores(run)["inter"], inter, rtol=1e-4)
+    np.testing.assert_allclose(Run(run).scores()["inter"], inter, rtol=1e-4)
     fan = summarise(results).query("backbone == 'fanogan'")
     assert len(fan) == 1 and np.isnan(fan["ar"].iloc[0])
     scores = Run(record["runs"][0]).scores()
