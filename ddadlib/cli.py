@@ -6,7 +6,6 @@ import argparse
 import errno
 import json
 import math
-import os
 import re
 import shlex
 import shutil
@@ -22,6 +21,7 @@ from PIL import Image
 from ddadlib import __version__
 from ddadlib.data import prepare
 from ddadlib.data.dataset import PreparedDataset, is_prepared
+from ddadlib.data.folder import image_files
 from ddadlib.data.imaging import IMAGE_EXTENSIONS, MAX_SIZE, MIN_SIZE, read_image, resize
 from ddadlib.data.splits import ar_range, format_sizes, split_sizes
 from ddadlib.data.synthetic import ABNORMALITY_KINDS
@@ -681,26 +681,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(format_metrics(metrics))
 
 
-def _image_files(folder: Path) -> tuple[list[Path], int]:
-    """The image files under ``folder`` (sorted), without following symbolic links out of it;
-    also how many links were left out."""
-
-    root = folder.resolve()
-    files, skipped = [], 0
-    for dirpath, dirnames, filenames in os.walk(folder):  # does not descend into linked folders
-        skipped += sum(1 for d in dirnames if (Path(dirpath) / d).is_symlink())
-        for name in filenames:
-            p = Path(dirpath) / name
-            if p.suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            if p.is_symlink() and not p.resolve().is_relative_to(root):
-                skipped += 1
-                continue
-            if p.is_file():
-                files.append(p)
-    return sorted(files), skipped
-
-
 def _cmd_score(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
@@ -714,7 +694,7 @@ def _cmd_score(args: argparse.Namespace) -> None:
         raise DataError(f"{args.out}: exists; pass --overwrite to replace it")
     if not args.images.is_dir():
         raise DataError(f"{args.images}: no such folder")
-    files, links = _image_files(args.images)
+    files, links = image_files(args.images)
     if links:
         print(
             f"{args.images}: left out {links} symbolic link(s) that point outside the folder "
@@ -781,6 +761,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from ddadlib.plots import sample_grid_of, save_figure
     from ddadlib.runs.config import run_config
     from ddadlib.runs.evaluate import evaluate_run, format_metrics
+    from ddadlib.runs.grid import run_name
     from ddadlib.runs.train import train_run
 
     t0 = time.perf_counter()
@@ -815,7 +796,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
         precision="fp32",
         **demo.training(),
     )
-    run = args.out / f"run-{args.backbone}-ar{demo.ar}-e{epochs}-s{args.seed}"
+    run = args.out / run_name(args.backbone, demo.ar, args.seed, epochs, cfg.k, cfg.n_unlabeled)
     train_run(run, cfg, progress=not args.quiet)
     metrics = evaluate_run(run, out=args.out)
     print(

@@ -43,22 +43,10 @@ from ddadlib.scoring.scores import image_scores, score_maps
 
 MODEL_FORMAT = "ddadlib-model"
 MODEL_VERSION = 1
-#: The settings every detector takes (its constructor's keywords, in ``model.pt``'s order).
-PARAMS = (
-    "backbone",
-    "k",
-    "epochs",
-    "batch_size",
-    "lr",
-    "seed",
-    "device",
-    "precision",
-    "vectorised",
-    "progress",
-)
-
 #: The settings that define what trains (the rest say where and how fast).
 HYPERPARAMETERS = ("backbone", "k", "epochs", "batch_size", "lr", "seed")
+#: The settings every detector takes (its constructor's keywords, in ``model.pt``'s order).
+PARAMS = (*HYPERPARAMETERS, "device", "precision", "vectorised", "progress")
 
 Images = np.ndarray | torch.Tensor
 

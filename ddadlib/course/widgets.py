@@ -37,7 +37,7 @@ from ddadlib import plots
 from ddadlib.errors import DataError
 from ddadlib.paper import BACKBONE_TITLES, SCORE_TITLES, TABLE_AR
 from ddadlib.runs.config import RunConfig
-from ddadlib.runs.grid import load_results
+from ddadlib.runs.grid import load_results, summarise
 from ddadlib.runs.run import Run, test_indices
 
 __all__ = ["ARSlider", "HistogramExplorer", "ImageBrowser"]
@@ -506,10 +506,8 @@ class ARSlider(_View):
         self.bins = int(bins)
         results = load_results([r.path for r in self.runs])
         self.table = results[results["score"].isin(self.CURVE_SCORES)].reset_index(drop=True)
-        self.curve = (
-            self.table.groupby(["score", "ar"])["auc"]
-            .agg(mean="mean", sd=lambda s: s.std(ddof=1) if len(s) > 1 else np.nan, n="count")
-            .reset_index()
+        self.curve = summarise(self.table, by=("score", "ar")).rename(
+            columns={"std": "sd", "count": "n"}
         )
         ars = sorted({r.ar for r in self.runs})
         if ar is None:

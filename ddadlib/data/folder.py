@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -273,3 +274,22 @@ def _records_from_subfolders(
             f"({', '.join(IMAGE_EXTENSIONS)})"
         )
     return records, "class subfolders: " + "; ".join(mapping)
+
+
+def image_files(folder: Path) -> tuple[list[Path], int]:
+    """The image files under ``folder`` (sorted), without following symbolic links out of it;
+    also how many links were left out (``ddad score`` reads them)."""
+    root = folder.resolve()
+    files, skipped = [], 0
+    for dirpath, dirnames, filenames in os.walk(folder):  # does not descend into linked folders
+        skipped += sum(1 for d in dirnames if (Path(dirpath) / d).is_symlink())
+        for name in filenames:
+            p = Path(dirpath) / name
+            if p.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if p.is_symlink() and not p.resolve().is_relative_to(root):
+                skipped += 1
+                continue
+            if p.is_file():
+                files.append(p)
+    return sorted(files), skipped

@@ -35,7 +35,7 @@ import numpy as np
 
 from ddadlib.data.dataset import PreparedDataset
 from ddadlib.data.splits import draw_unlabeled, split_sizes
-from ddadlib.detectors import detector_for, make_detector
+from ddadlib.detectors import HYPERPARAMETERS, detector_for, make_detector
 from ddadlib.devices import pick_device, pick_precision
 from ddadlib.errors import DataError
 from ddadlib.paper import (
@@ -91,12 +91,7 @@ CONFIG_KEYS = (
     "data_path",
     "data_fingerprint",
     "size",
-    "backbone",
-    "k",
-    "epochs",
-    "batch_size",
-    "lr",
-    "seed",
+    *HYPERPARAMETERS,
     "device",
     "precision",
     "du_ids",

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ddadlib.data.dataset import PreparedDataset
-from ddadlib.detectors import Detector, make_detector
+from ddadlib.detectors import HYPERPARAMETERS, Detector, make_detector
 from ddadlib.errors import DataError
 from ddadlib.fileio import atomic_write_json, stale_temp_files
 from ddadlib.runs.config import (
@@ -175,18 +175,8 @@ def _train_locked(
         raise DataError(f"{cfg.data_path}: dataset changed since the run was configured")
     normal = ds.images[ds.part("normal")]
     unlabeled = ds.images[ds.indices(list(cfg.du_ids))] if cfg.du_ids else None
-    model = make_detector(
-        cfg.backbone,
-        k=cfg.k,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        seed=cfg.seed,
-        device=cfg.device,
-        precision=cfg.precision,
-        vectorised=vectorised,
-        progress=progress,
-    )
+    settings = {name: getattr(cfg, name) for name in (*HYPERPARAMETERS, "device", "precision")}
+    model = make_detector(**settings, vectorised=vectorised, progress=progress)
     # config.json records the optimiser as the detector trains it, not as the caller wrote it
     optimiser = model.optimiser_settings()
     cfg = cfg.replace(
