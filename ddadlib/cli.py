@@ -675,7 +675,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from ddadlib.runs.evaluate import evaluate_run, format_metrics
+    from ddadlib.runs.evaluate import evaluate_run
+    from ddadlib.scoring.metrics import format_metrics
 
     metrics = evaluate_run(args.run, args.data, n_boot=args.n_boot, overwrite=args.overwrite)
     print(format_metrics(metrics))
@@ -760,9 +761,10 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from ddadlib.devices import pick_device
     from ddadlib.plots import sample_grid_of, save_figure
     from ddadlib.runs.config import run_config
-    from ddadlib.runs.evaluate import evaluate_run, format_metrics
+    from ddadlib.runs.evaluate import evaluate_run
     from ddadlib.runs.grid import run_name
     from ddadlib.runs.train import train_run
+    from ddadlib.scoring.metrics import format_metrics
 
     t0 = time.perf_counter()
     demo = PRESETS["demo"]

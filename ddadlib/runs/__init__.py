@@ -1,7 +1,7 @@
 """Run folders (train, evaluate, score), grids of cached runs and the paper's reproduction."""
 
 from ddadlib.runs.config import RunConfig, run_config
-from ddadlib.runs.evaluate import evaluate_run, format_metrics
+from ddadlib.runs.evaluate import evaluate_run
 from ddadlib.runs.run import Run, TestSet, test_set
 from ddadlib.runs.score import score_images
 from ddadlib.runs.train import train_run
@@ -11,7 +11,6 @@ __all__ = [
     "RunConfig",
     "TestSet",
     "evaluate_run",
-    "format_metrics",
     "run_config",
     "score_images",
     "test_set",

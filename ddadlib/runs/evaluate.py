@@ -158,14 +158,3 @@ def _write_figures(out: Path, x, labels, table, metrics, shown, masks, ids, seed
     )
     plots.save_figure(fig, out / "maps.png")
     log(f"wrote {out / 'histograms.png'} and {out / 'maps.png'}")
-
-
-def format_metrics(metrics: dict[str, dict]) -> str:
-    """A small text table of AUC (with interval) and AP per score."""
-    lines = [f"{'score':<14}{'AUC':>13}{'95% CI':>17}{'AP':>8}{'sens@95%spec':>14}"]
-    for name, m in metrics.items():
-        auc = f"{m['auc']:.3f}" + (f"±{m['auc_std']:.3f}" if "auc_std" in m else "")
-        ci = m.get("auc_ci")
-        ci_s = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-"
-        lines.append(f"{name:<14}{auc:>13}{ci_s:>17}{m['ap']:>8.3f}{m['sens_at_95_spec']:>14.3f}")
-    return "\n".join(lines)
