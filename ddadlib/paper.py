@@ -36,7 +36,7 @@ TABLE_AR = 0.6
 #: The anomaly rates of the AR ablation (Fig. 2).
 PAPER_ARS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
-#: The paper's |Du| (M).
+#: The paper's M, the number of unlabeled images in Du.
 PAPER_UNLABELED = 4000
 
 #: The training settings of the paper and the authors' code (``docs/method.md`` "Training"):

@@ -130,9 +130,11 @@ def _evaluate_locked(
 
 
 def score_table(ids: list[str], labels: np.ndarray, scores: dict[str, np.ndarray]) -> pd.DataFrame:
-    """``scores.csv``: id, label, every score of :data:`~ddadlib.paper.SCORE_NAMES` (NaN where
-    the detector has none; ``rec`` is network 1 of module B alone, the column that
-    ``ddad score`` reads its threshold from), then ``rec_m1 .. rec_mK``, each network alone."""
+    """The table of ``scores.csv``: id, label and every score of the detector.
+
+    The columns follow :data:`~ddadlib.paper.SCORE_NAMES` (NaN where the detector has none;
+    ``rec`` is network 1 of module B alone, the column that ``ddad score`` reads its threshold
+    from), then ``rec_m1`` to ``rec_mK``, each network alone."""
     frame = pd.DataFrame({"id": ids, "label": labels})
     for name in SCORE_NAMES:
         if name == "rec":
