@@ -47,7 +47,14 @@ KIND_COLORS: dict[str, str] = {
 
 _OTHER_COLORS = ("#2ecc40", "#ffdc00", "#f012be", "#7fdbff", "#ff851b", "#b10dc9")
 _BOX_COLOR = "#ffdc00"
+_CAPTION_COLOR = "0.1"
 _MAX_COLS = 8
+
+
+def _tint(color: str, strength: float = 0.3) -> tuple[float, float, float, float]:
+    """``color`` mixed with white: an opaque light background that dark text reads on."""
+    r, g, b, _ = to_rgba(color)
+    return (1 - strength * (1 - r), 1 - strength * (1 - g), 1 - strength * (1 - b), 1.0)
 
 
 def plot_sample_grid(
@@ -161,10 +168,10 @@ def plot_sample_grid(
                 continue
             i = int(idx[slot])
             ax.imshow(imgs[i], cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
-            kind = str(kinds[i]) if kinds is not None and kinds[i] else ""
-            if kind and kind not in palette:
-                palette[kind] = next(extra)
-            color = palette.get(kind, _OTHER_COLORS[0])
+            kind = str(kinds[i]) if kinds is not None and kinds[i] and cls == 1 else ""
+            if kind and kind.lower() not in palette:
+                palette[kind.lower()] = next(extra)
+            color = palette.get(kind.lower(), _OTHER_COLORS[0])
             if msk is not None and labs[i] != 0 and msk[i].any():
                 ax.contour(msk[i].astype(np.float32), levels=[0.5], colors=[color], linewidths=1.0)
             box_labels = []
@@ -185,13 +192,16 @@ def plot_sample_grid(
             ax.set_xlim(-0.5, w - 0.5)
             ax.set_ylim(h - 0.5, -0.5)
             if cls == 0:
-                caption, ccol = "normal", "0.25"
-            else:
-                caption = kind or (
-                    ", ".join(dict.fromkeys(box_labels)) if box_labels else "abnormal"
-                )
-                ccol = color if kind else "0.1"
-            ax.set_title(caption, fontsize=8, color=ccol, pad=2)
+                ax.set_title("normal", fontsize=8, color="0.25", pad=2)
+                continue
+            caption = kind or (", ".join(dict.fromkeys(box_labels)) if box_labels else "abnormal")
+            # The outline colours are bright, to stand out on the gray image; as text on the white
+            # page they would be unreadable (yellow), so the caption is dark text on a light box
+            # tinted with the outline's colour.
+            box = {"boxstyle": "round,pad=0.2", "facecolor": _tint(color), "edgecolor": color}
+            ax.set_title(
+                caption, fontsize=8, color=_CAPTION_COLOR, pad=3, bbox=box if kind else None
+            )
     if title:
         fig.suptitle(title, fontsize=11, y=1.0 - 0.1 / fig_h, va="top")
     return fig

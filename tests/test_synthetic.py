@@ -314,3 +314,46 @@ def test_plot_sample_grid_boxes_and_missing_class(tmp_path) -> None:
     assert len(only_normal.axes) == 4
     with pytest.raises(ValueError):
         plot_sample_grid(imgs, labels[:3])
+
+
+def _luminance(rgb) -> float:
+    """WCAG relative luminance of an sRGB colour."""
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb[:3]]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def _contrast(a, b) -> float:
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [
+        ["normal", "normal", "PNEUMONIA", "PNEUMONIA"],  # the bundled real set's findings
+        ["", "", *ABNORMALITY_KINDS],
+        ["normal", "normal", "bacteria", "virus", "covid", "mass", "other"],  # unknown findings
+    ],
+)
+def test_sample_grid_captions_are_legible_on_the_page(kinds) -> None:
+    """Every caption is dark text with at least WCAG AA contrast (4.5:1) against what it sits
+    on: the white page, or the light box tinted with the outline's colour ("PNEUMONIA" was
+    yellow on white)."""
+    from matplotlib.colors import to_rgba
+
+    from ddadlib.plots import plot_sample_grid
+
+    n = len(kinds)
+    labels = np.array([0, 0] + [1] * (n - 2))
+    imgs = np.random.default_rng(0).random((n, 16, 16)).astype(np.float32)
+    fig = plot_sample_grid(imgs, labels, kinds=kinds, n_per_class=n)
+    checked = 0
+    for ax in fig.axes:
+        if not ax.get_title():
+            continue
+        text = to_rgba(ax.title.get_color())
+        patch = ax.title.get_bbox_patch()
+        background = to_rgba(patch.get_facecolor()) if patch is not None else (1, 1, 1, 1)
+        assert _contrast(text, background) >= 4.5, (ax.get_title(), text, background)
+        checked += 1
+    assert checked == n
