@@ -30,8 +30,8 @@ extensions = [
 exclude_patterns = ["_build", "figures/README.md", "**/*.failed.ipynb", "**/.ipynb_checkpoints"]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 
-# Notebooks are executed by build.py (quick mode, shared run cache) before Sphinx runs;
-# Sphinx only renders them.
+# Notebooks are executed by build.py (class mode, or quick for CI; the course's run cache)
+# before Sphinx runs; Sphinx only renders them.
 nb_execution_mode = "off"
 nb_ipywidgets_js = {}  # no widget scripts from the network (widgets become figures)
 nb_merge_streams = True
@@ -116,5 +116,15 @@ def _copy_mathjax(app, exception):
             shutil.copytree(MATHJAX, dest, ignore=shutil.ignore_patterns("a11y", "qqq"))
 
 
+def _relative_defaults(app, what, name, obj, options, signature, return_annotation):
+    """Default values computed from the source tree (``BUNDLE = ddadlib/data/files/...``) are
+    shown relative to it, not with the builder's absolute path."""
+    root = str(DOCS.parent) + "/"
+    if signature and root in signature:
+        return signature.replace(root, ""), return_annotation
+    return None
+
+
 def setup(app):
+    app.connect("autodoc-process-signature", _relative_defaults)
     app.connect("build-finished", _copy_mathjax)
