@@ -64,6 +64,18 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
     assert "not be used for" in text and "clinical" in text
 
 
+def test_readme_first_command_installs_the_cpu_build_of_torch():
+    """A CPU-only Linux laptop got a 5.9 GB CUDA build of torch from the first command; now the
+    command installs torch from PyTorch's CPU index before ddadlib, and the line above the
+    commands says so (and where a GPU machine's torch goes)."""
+    text = (ROOT / "README.md").read_text()
+    first = re.search(r"```bash\n(.*?)\n", text).group(1)
+    cpu = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+    assert first.startswith(cpu + " && pip install -e . && ")
+    above = text[: text.index("```bash")]
+    assert "CPU" in above and "GPU" in above
+
+
 def test_licence_and_citation():
     assert "not be used for clinical" in (ROOT / "LICENSE").read_text().replace("\n", " ")
     cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
