@@ -32,10 +32,7 @@ LANGUAGE_INFO = {  # and the running Python's "version"
     "nbconvert_exporter": "python",
     "pygments_lexer": "ipython3",
 }
-FIX = (
-    "run: nbstripout --keep-id notebooks/*.ipynb notebooks/solutions/*.ipynb; and give the "
-    f"notebook the metadata of the others (kernelspec {KERNELSPEC}, their language_info)"
-)
+FIX = "run: python tests/test_notebook_files.py --fix (strips outputs, writes the metadata)"
 
 
 def _name(path: Path) -> str:
@@ -158,3 +155,32 @@ def test_the_git_filter_keeps_outputs_out_of_commits(tmp_path):
     assert "widgets" not in stored.metadata
     original = nbformat.read(NOTEBOOKS[0], as_version=4)
     assert [c.id for c in stored.cells] == [c.id for c in original.cells]
+
+
+def fix(paths: list[Path]) -> None:
+    """Strip the outputs (as the git filter does) and write KERNELSPEC and LANGUAGE_INFO, with
+    the Python version most notebooks name (else this Python's)."""
+    from collections import Counter
+
+    from nbstripout import strip_output
+
+    named = Counter(
+        json.loads(p.read_text()).get("metadata", {}).get("language_info", {}).get("version")
+        for p in paths
+    )
+    named.pop(None, None)
+    version = named.most_common(1)[0][0] if named else ".".join(map(str, sys.version_info[:3]))
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        extra = ["metadata.signature", "metadata.widgets", "cell.metadata.execution"]
+        nb = strip_output(nb, keep_output=False, keep_count=False, keep_id=True, extra_keys=extra)
+        nb.metadata["kernelspec"] = dict(KERNELSPEC)
+        nb.metadata["language_info"] = {**LANGUAGE_INFO, "version": version}
+        nbformat.write(nb, path)
+        print(f"{_name(path)}: no outputs, kernelspec and language_info (Python {version})")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--fix"]:
+        raise SystemExit("usage: python tests/test_notebook_files.py --fix")
+    fix(NOTEBOOKS)
