@@ -94,9 +94,10 @@ def focal_loss(
     return ((1.0 - p_t) ** gamma * ce).mean()
 
 
-def half_widths(size: int) -> tuple[int, int]:
-    """The smallest and largest patch half-width at ``size`` pixels (3 to 12 at 64)."""
-    lo, hi = (max(1, round(w * size / 64)) for w in ASR_HALF_WIDTH)
+def half_widths(size: int, at_64: tuple[int, int] = ASR_HALF_WIDTH) -> tuple[int, int]:
+    """The smallest and largest patch half-width at ``size`` pixels (``at_64``: at 64 pixels,
+    the journal's 3 to 12)."""
+    lo, hi = (max(1, round(w * size / 64)) for w in at_64)
     return lo, max(lo, hi)
 
 
@@ -107,12 +108,13 @@ def synthetic_anomalies(
     p: float = ASR_P_ANOMALY,
     donors: torch.Tensor | None = None,
     own: torch.Tensor | np.ndarray | None = None,
+    half_width: tuple[int, int] = ASR_HALF_WIDTH,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Normal images ``(N, 1, S, S)`` (float, [-1, 1]) with synthetic anomalies, and their
     target masks ``(N, S, S)`` (bool).
 
     Each image gets, with probability ``p``, a square patch of half-width
-    :func:`half_widths` (3 to 12 pixels at 64), centred in the middle 80% of the image (clipped
+    :func:`half_widths` (``half_width`` at 64 pixels: 3 to 12), centred in the middle 80% of the image (clipped
     at its border), cut from the same place of another image of ``donors`` (default:
     ``images``; ``own[i]`` is image ``i``'s row in ``donors``, never its own donor) and
     alpha-blended, ``(1 - alpha) x + alpha x_donor`` with ``alpha``
@@ -125,7 +127,7 @@ def synthetic_anomalies(
     if len(pool) < 2:
         raise ValueError("synthetic anomalies need at least 2 images (one is the donor)")
     g = rng(seed, "asr-anomaly", *keys)
-    lo, hi = half_widths(size)
+    lo, hi = half_widths(size, half_width)
     c_lo, c_hi = int(np.floor(0.1 * size)), int(np.ceil(0.9 * size))
     out = images.clone()
     masks = torch.zeros((n, size, size), dtype=torch.bool, device=images.device)
@@ -159,6 +161,7 @@ class ASRConfig:
     weight_decay: float = ASR_WEIGHT_DECAY
     gamma: float = ASR_GAMMA
     p_anomaly: float = ASR_P_ANOMALY
+    half_width: tuple[int, int] = ASR_HALF_WIDTH
     seed: int = 0
     size: int = 64
 
@@ -179,7 +182,7 @@ class ASRConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["betas"] = list(self.betas)
+        d["betas"], d["half_width"] = list(self.betas), list(self.half_width)
         return d
 
 
@@ -265,7 +268,14 @@ def train_asr(
             for b, s in enumerate(batch_starts(n, cfg.batch_size)):
                 rows = order[s : s + cfg.batch_size]
                 x, target = synthetic_anomalies(
-                    images[rows], cfg.seed, epoch, b, p=cfg.p_anomaly, donors=images, own=rows.cpu()
+                    images[rows],
+                    cfg.seed,
+                    epoch,
+                    b,
+                    p=cfg.p_anomaly,
+                    donors=images,
+                    own=rows.cpu(),
+                    half_width=tuple(cfg.half_width),
                 )
                 with torch.no_grad():
                     maps = maps_of(x)

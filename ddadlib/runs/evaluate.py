@@ -99,9 +99,10 @@ def _evaluate_locked(
             log(f"{result.metrics_path}: already evaluated; showing it (--overwrite to redo)")
             return result.metrics()
         # the same scores come out again (the bootstrap is seeded), with the refined ones
+        before = ", ".join(done.get("refinements", {})) or "none"
         log(
-            f"{out}: evaluating again, now with the refinements "
-            f"{', '.join(refined) or 'none'} (evaluated: {', '.join(done.get('refinements', {})) or 'none'})"
+            f"{out}: evaluating again: the refinements changed since the evaluation (now "
+            f"{', '.join(refined) or 'none'}; evaluated: {before})"
         )
     if ds.size != cfg.size:
         raise DataError(f"{data}: images are {ds.size} pixels, the run was trained on {cfg.size}")
