@@ -430,7 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="score a run's test split and write metrics",
         description="Score the test split (Dt) of the run's dataset, or of "
         "another prepared dataset, and write metrics.json, "
-        "scores.csv and figures.",
+        "scores.csv and figures. The scores include r_intra / r_dual where the run has "
+        "been refined (`ddad refine`); on data with pixel masks each score also gets its "
+        "pixel AUROC and AUPRO, on data with boxes the pixel AUROC inside the boxes and the "
+        "share of abnormal images whose map peaks inside one.",
     )
     ev.add_argument("--run", type=Path, required=True, help="finished run folder")
     ev.add_argument(

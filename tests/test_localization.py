@@ -153,3 +153,19 @@ def test_box_metrics_on_a_prepared_rsna_fixture(rsna32):
     assert perfect["n_box_images"] == int(labels.sum())
     reversed_ = localization_metrics(-truth.astype(float), labels, boxes=boxes)
     assert reversed_["box_pixel_auc"] == 0.0 and reversed_["max_in_box"] == 0.0
+
+
+def test_evaluate_reports_box_metrics_on_rsna(rsna32, tmp_path):
+    from ddadlib.runs.config import run_config
+    from ddadlib.runs.evaluate import evaluate_run
+    from ddadlib.runs.train import train_run
+
+    quiet = dict(log=lambda s: None)
+    cfg = run_config(rsna32, k=2, epochs=1, ar=0.6, n_unlabeled=5, seed=0, device="cpu", **quiet)
+    train_run(tmp_path / "run", cfg, progress=False, **quiet)
+    metrics = evaluate_run(tmp_path / "run", n_boot=0, figures=False, **quiet)
+    for name in ("rec", "intra", "inter"):
+        m = metrics[name]
+        assert m["n_box_images"] == 3 and 0 <= m["box_pixel_auc"] <= 1
+        assert m["max_in_box"] * 3 == pytest.approx(round(m["max_in_box"] * 3))  # of 3 images
+        assert "aupro" not in m  # no pixel masks on real data

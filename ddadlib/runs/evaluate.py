@@ -43,7 +43,12 @@ def evaluate_run(
     """Score the test split of the run's dataset (or of ``data``) and write ``scores.csv``,
     ``evaluation.json``, figures and, last, ``metrics.json`` into ``out`` (default: the run
     folder, or ``RUN/eval-<name of data>-<its fingerprint>`` for another dataset). Returns the
-    metrics. The run's own dataset must still be the one it trained on (its fingerprint)."""
+    metrics. The run's own dataset must still be the one it trained on (its fingerprint).
+
+    The scores include those of the run's finished refinements (``ddad refine``: ``r_intra``,
+    ``r_dual``); an evaluation made before a refinement changed is made again. On data with
+    masks every score also gets its pixel AUROC and AUPRO, on data with boxes the box metrics
+    (:mod:`ddadlib.scoring.localization`)."""
     run = Run(run)
     run.require_finished()
     with run_lock(run.path):
