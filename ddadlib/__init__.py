@@ -22,6 +22,7 @@ __all__ = [
     "DDAD",
     "DataError",
     "PreparedDataset",
+    "Refiner",
     "__version__",
     "ar_range",
     "draw_unlabeled",
@@ -38,10 +39,10 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # DDAD needs torch; importing it lazily keeps `import ddadlib` (and data preparation's
-    # worker processes) free of the torch import.
-    if name == "DDAD":
-        from ddadlib.detectors import DDAD
+    # DDAD and Refiner need torch; importing them lazily keeps `import ddadlib` (and data
+    # preparation's worker processes) free of the torch import.
+    if name in ("DDAD", "Refiner"):
+        from ddadlib import detectors
 
-        return DDAD
+        return getattr(detectors, name)
     raise AttributeError(f"module 'ddadlib' has no attribute {name!r}")

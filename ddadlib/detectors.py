@@ -1,5 +1,6 @@
-"""Anomaly detectors behind one protocol: :class:`DDAD` (the method) and :class:`FAnoGAN`
-(the paper's Table 2 comparison), in the scikit-learn spirit.
+"""Anomaly detectors behind one protocol: :class:`DDAD` (the method), :class:`FAnoGAN`
+(the paper's Table 2 comparison) and :class:`Refiner` (the journal's refinement of a fitted
+DDAD, DDAD-ASR), in the scikit-learn spirit.
 
 >>> model = DDAD(backbone="aeu", k=3, epochs=250).fit(normal, unlabeled)   # doctest: +SKIP
 >>> scores = model.score_samples(test_images)  # {"rec": (K, N), "inter": (N,), ...}  # doctest: +SKIP
@@ -28,6 +29,7 @@ import torch
 from ddadlib.devices import pick_device, pick_precision, to_tensor
 from ddadlib.errors import ConfigError, DataError
 from ddadlib.fileio import atomic_write
+from ddadlib.models.asr import REFINER_INPUTS, ASRConfig, ASRNet, train_asr
 from ddadlib.models.backbones import AE, BACKBONES
 from ddadlib.models.checkpoints import check_finite_weights, nonfinite_members, read_torch_file
 from ddadlib.models.ensemble import (
@@ -38,7 +40,18 @@ from ddadlib.models.ensemble import (
 )
 from ddadlib.models.fanogan import FAnoGAN as FAnoGANNetwork
 from ddadlib.models.fanogan import train_fanogan
-from ddadlib.paper import PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_K, PAPER_LR, SCORE_NAMES
+from ddadlib.paper import (
+    ASR_BATCH_SIZE,
+    ASR_EPOCHS,
+    ASR_LR,
+    ASR_WEIGHT_DECAY,
+    PAPER_BATCH_SIZE,
+    PAPER_EPOCHS,
+    PAPER_K,
+    PAPER_LR,
+    REFINED_SCORES,
+    SCORE_NAMES,
+)
 from ddadlib.scoring.scores import image_scores, score_maps
 
 MODEL_FORMAT = "ddadlib-model"
@@ -500,6 +513,263 @@ class FAnoGAN(_Detector):
 
     def _networks(self, module: str) -> list[torch.nn.Module]:
         return [FAnoGANNetwork(size=self.size_)]
+
+
+REFINER_FORMAT = "ddadlib-refiner"
+
+
+class Refiner:
+    """DDAD-ASR: ASR-Net (:mod:`ddadlib.models.asr`) refines the discrepancy maps of a fitted
+    :class:`DDAD` into an anomaly map, trained on the normal images only, with synthetic
+    anomalies.
+
+    >>> refiner = Refiner(ddad, inputs="dual", epochs=100).fit(normal)   # doctest: +SKIP
+    >>> refiner.score_samples(test_images)["r_dual"]                      # doctest: +SKIP
+
+    ``inputs``: ``"intra"`` (R_intra: the intra-discrepancy map alone) or ``"dual"`` (R_dual:
+    inter and intra stacked). The other settings are the journal's defaults (focal loss gamma 2,
+    Adam lr 1e-4, betas (0.5, 0.999), weight decay 1e-4, batch 8, 100 epochs); the network of
+    the last epoch is kept, nothing is selected on the test set. The scores and maps are the
+    DDAD's plus the refined one (:attr:`score_name`); ``fit`` takes no unlabeled images (the
+    DDAD has seen them)."""
+
+    uses_unlabeled: ClassVar[bool] = False
+    ensemble: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        ddad: DDAD,
+        inputs: str = "dual",
+        epochs: int = ASR_EPOCHS,
+        batch_size: int = ASR_BATCH_SIZE,
+        lr: float = ASR_LR,
+        weight_decay: float = ASR_WEIGHT_DECAY,
+        seed: int = 0,
+        device: str | None = "auto",
+        progress: bool = True,
+    ) -> None:
+        self.ddad = ddad
+        self.inputs = inputs
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.seed = seed
+        self.device = device
+        self.progress = progress
+
+    # -- what it gives ---------------------------------------------------------------------
+    @property
+    def backbone(self) -> str:
+        return self.ddad.backbone
+
+    @property
+    def score_name(self) -> str:
+        """The refined score's name: ``r_intra`` or ``r_dual``."""
+        return REFINED_SCORES[self.inputs]
+
+    @property
+    def score_names(self) -> tuple[str, ...]:
+        return (*self.ddad.score_names, self.score_name)
+
+    @property
+    def map_names(self) -> tuple[str, ...]:
+        return (*self.ddad.map_names, self.score_name)
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's settings but the DDAD."""
+        return {n: getattr(self, n) for n in REFINER_PARAMS}
+
+    def asr_config(self, size: int) -> ASRConfig:
+        """The ASR-Net training config for images of ``size`` pixels (checks the settings)."""
+        return ASRConfig(
+            inputs=self.inputs,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            seed=self.seed,
+            size=size,
+        )
+
+    def optimiser_settings(self) -> dict[str, Any]:
+        """ASR-Net's optimiser settings (Adam)."""
+        cfg = self.asr_config(getattr(self.ddad, "size_", 64))
+        return {
+            "lr": cfg.lr,
+            "betas": list(cfg.betas),
+            "batch_size": cfg.batch_size,
+            "weight_decay": cfg.weight_decay,
+        }
+
+    def _check_ddad(self) -> None:
+        if not isinstance(self.ddad, DDAD):
+            raise ConfigError(
+                f"the refinement needs a DDAD model (modules A and B), not "
+                f"{type(self.ddad).__name__}"
+            )
+        self.ddad._check_fitted()
+
+    # -- training --------------------------------------------------------------------------
+    def fit(
+        self,
+        normal: Images,
+        unlabeled: Images | None = None,
+        *,
+        checkpoint_dir: str | Path | None = None,
+    ) -> Refiner:
+        """Train ASR-Net on ``normal`` (Dn; uint8 ``(N, S, S)`` or float tensors in [-1, 1])
+        with synthetic anomalies, on the maps of the fitted DDAD; ``unlabeled`` is not used.
+        With ``checkpoint_dir``, training saves ``asr.ckpt`` there and resumes from it."""
+        self._check_ddad()
+        cfg = self.asr_config(self.ddad.size_)
+        self.device_ = pick_device(self.device)
+        dn = to_tensor(normal, self.device_)
+        if dn.shape[-1] != self.ddad.size_:
+            raise ValueError(f"images are {dn.shape[-1]} pixels; the DDAD takes {self.ddad.size_}")
+        self._move_ddad()
+        ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / "asr.ckpt"
+        result = train_asr(
+            dn,
+            lambda x: self.input_maps(self.ddad.score_maps(x, batch_size=len(x))),
+            cfg,
+            checkpoint=ckpt,
+            progress=self.progress,
+        )
+        self.size_ = cfg.size
+        self.net_ = result.net
+        self.history_ = {
+            "losses": result.losses,
+            "seconds": result.seconds,
+            "resumed_from_epoch": result.resumed_from,
+            "n_images": int(dn.shape[0]),
+        }
+        return self
+
+    def _move_ddad(self) -> None:
+        # the DDAD's networks score on the refiner's device
+        if self.ddad.device_ != self.device_:
+            self.ddad.device_ = self.device_
+            self.ddad.module_b_ = [m.to(self.device_) for m in self.ddad.module_b_]
+            self.ddad.module_a_ = [m.to(self.device_) for m in self.ddad.module_a_]
+
+    # -- scoring ---------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "net_"):
+            raise RuntimeError("this Refiner is not fitted yet; call fit() or load()")
+
+    def input_maps(self, maps: dict[str, Any]) -> torch.Tensor:
+        """ASR-Net's input ``(N, C, S, S)`` on the refiner's device, out of the DDAD's maps
+        (:meth:`DDAD.score_maps`: ``(N, S, S)`` arrays or tensors)."""
+        parts = [torch.as_tensor(np.asarray(maps[n]), dtype=torch.float32) for n in self.channels]
+        return torch.stack(parts, dim=1).to(self.device_)
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The discrepancy maps ASR-Net takes, in channel order."""
+        return REFINER_INPUTS[self.inputs]
+
+    def refine_maps(self, maps: dict[str, Any], batch_size: int = 256) -> np.ndarray:
+        """The refined anomaly map (anomalous-class probability) ``(N, S, S)`` of the images
+        whose DDAD maps are ``maps`` (:meth:`DDAD.score_maps`), without scoring them again."""
+        self._check_fitted()
+        n = len(maps[self.channels[0]])
+        out = []
+        for s in range(0, n, batch_size):
+            part = {c: np.asarray(maps[c][s : s + batch_size]) for c in self.channels}
+            with torch.no_grad():
+                out.append(self.net_.anomaly_map(self.input_maps(part)).cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    def score_all(
+        self, images: Images, batch_size: int = 256
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The DDAD's maps and image scores plus the refined ones, from one pass."""
+        self._check_fitted()
+        maps, scores = self.ddad.score_all(images, batch_size)
+        maps[self.score_name] = self.refine_maps(maps, batch_size)
+        scores[self.score_name] = maps[self.score_name].mean(axis=(1, 2)).astype(np.float64)
+        return maps, scores
+
+    def score_maps(self, images: Images, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """:meth:`DDAD.score_maps` plus the refined map :attr:`score_name` ``(N, S, S)``."""
+        self._check_fitted()
+        maps = self.ddad.score_maps(images, batch_size)
+        maps[self.score_name] = self.refine_maps(maps, batch_size)
+        return maps
+
+    def score_samples(self, images: Images, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """:meth:`DDAD.score_samples` plus the refined score: the mean over pixels of the
+        anomalous-class probability."""
+        return self.score_all(images, batch_size)[1]
+
+    def shown_maps(self, maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The DDAD's shown maps and the refined one."""
+        return {**self.ddad.shown_maps(maps), self.score_name: maps[self.score_name]}
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ASR-Net and its settings to one file, atomically (the DDAD is not in it:
+        :meth:`load` takes it)."""
+        self._check_fitted()
+        path = Path(path)
+        state = _cpu_state(self.net_)
+        check_finite_weights([state], "ASR-Net")
+        blob = {
+            "format": REFINER_FORMAT,
+            "version": MODEL_VERSION,
+            "params": self.get_params(),
+            "size": self.size_,
+            "asr": state,
+            "history": self.history_,
+        }
+        buf = io.BytesIO()
+        torch.save(blob, buf)
+        atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, ddad: DDAD, device: str | None = "auto") -> Refiner:
+        """A refiner written by :meth:`save`, refining ``ddad`` (the model it was trained on)."""
+        path = Path(path)
+        fix = "train it again (`ddad refine ... --overwrite`)"
+        blob = read_torch_file(path, "refiner", DataError, fix=fix)
+        if blob.get("format") != REFINER_FORMAT or not isinstance(blob.get("params"), dict):
+            raise DataError(f"{path}: not a ddadlib refiner file; {fix}")
+        params = {k: v for k, v in blob["params"].items() if k in REFINER_PARAMS}
+        refiner = cls(ddad, **dict(params, device=device))
+        refiner._check_ddad()
+        refiner.device_ = pick_device(device)
+        refiner._move_ddad()
+        refiner.size_ = blob.get("size")
+        refiner.history_ = blob.get("history", {})
+        net = ASRNet(len(refiner.channels))
+        if nonfinite_members([blob["asr"]]):
+            raise DataError(f"{path}: the weights of ASR-Net are not finite; {fix}")
+        try:
+            net.load_state_dict(blob["asr"])
+        except (RuntimeError, TypeError, KeyError) as exc:
+            reason = str(exc).strip().splitlines()[0][:200]
+            raise DataError(f"{path}: damaged refiner file ({reason}); {fix}") from None
+        refiner.net_ = net.to(refiner.device_).eval()
+        return refiner
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if k != "progress")
+        return f"Refiner({self.ddad!r}, {shown})"
+
+
+#: The settings a :class:`Refiner` takes besides its DDAD.
+REFINER_PARAMS = (
+    "inputs",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "seed",
+    "device",
+    "progress",
+)
 
 
 #: Backbone name -> detector class: the one place that knows which names mean which detector.

@@ -18,6 +18,20 @@ SCORE_TITLES: dict[str, str] = {
     "inter": "Inter-discrepancy",
 }
 
+#: The journal version's refinement (DDAD-ASR; Cai et al., Medical Image Analysis 86:102794,
+#: 2023): name of its input -> the refined image score (R_intra: the intra-discrepancy map
+#: alone; R_dual: inter and intra stacked).
+REFINED_SCORES = {"intra": "r_intra", "dual": "r_dual"}
+SCORE_TITLES.update({"r_intra": "R_intra (refined)", "r_dual": "R_dual (refined)"})
+
+#: ASR-Net's training in the journal: focal loss with this gamma; Adam with this learning rate,
+#: PAPER_BETAS and this weight decay; batches of 8; 100 epochs.
+ASR_EPOCHS = 100
+ASR_BATCH_SIZE = 8
+ASR_LR = 1e-4
+ASR_WEIGHT_DECAY = 1e-4
+ASR_GAMMA = 2.0
+
 #: The backbones of Table 1, in its order.
 TABLE1_BACKBONES = ("ae", "memae", "aeu")
 

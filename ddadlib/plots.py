@@ -428,6 +428,7 @@ def plot_score_maps(
     masks: Any | None = None,
     ids: Sequence[str] | None = None,
     max_images: int = 4,
+    boxes: Sequence[Sequence[Any] | None] | None = None,
 ) -> Figure:
     """Input images beside their reconstructions and anomaly maps, one row per image (paper
     Fig. 1).
@@ -440,7 +441,8 @@ def plot_score_maps(
     gray, on the input's range when both are float; the others (``intra``, ``inter``, ``rec``,
     ...) with the ``inferno`` colormap. ``labels`` (optional) adds "normal"/"abnormal" to the row
     labels, ``ids`` (optional) names the rows (else the row's index), ``masks`` (optional, bool,
-    the shape of the images) draws the true mask's outline on the input image.
+    the shape of the images) draws the true mask's outline on the input image, ``boxes``
+    (optional: per image, a list of :class:`~ddadlib.data.records.Box` or None) its boxes.
 
     The first ``max_images`` images are shown: pick them beforehand, e.g. with
     :func:`pick_map_examples`. ``fig.axes`` starts with the ``rows * (1 + len(maps))`` image
@@ -466,6 +468,8 @@ def plot_score_maps(
             )
     if ids is not None and len(ids) != n:
         raise ValueError(f"ids has {len(ids)} values for {n} images")
+    if boxes is not None and len(boxes) != n:
+        raise ValueError(f"boxes has {len(boxes)} entries for {n} images")
     columns: list[tuple[str, np.ndarray]] = []
     for name, value in maps.items():
         arr = np.asarray(value)
@@ -514,6 +518,17 @@ def plot_score_maps(
             )
             ax.set_xlim(-0.5, w - 0.5)
             ax.set_ylim(h - 0.5, -0.5)
+        for bx in (boxes[r] or []) if boxes is not None else []:
+            ax.add_patch(
+                Rectangle(
+                    (float(bx.x) - 0.5, float(bx.y) - 0.5),
+                    float(bx.w),
+                    float(bx.h),
+                    fill=False,
+                    edgecolor=_BOX_COLOR,
+                    linewidth=1.0,
+                )
+            )
         name = _short_id(str(ids[r])) if ids is not None else f"#{r}"
         color = "0.1"
         if labs is not None:

@@ -190,6 +190,39 @@ def test_browser_filter_and_masks(runs):
         ImageBrowser(runs["ae-1.0-s1"], filter="sick")
 
 
+def test_browser_overlays_masks_or_boxes_as_asked(runs, tiny_synthetic, tmp_path):
+    from matplotlib.patches import Rectangle
+
+    view = ImageBrowser(runs["ae-1.0-s1"], filter="abnormal", index=3)
+    assert view.current["overlay"] and view.figure.axes[0].collections
+    view.overlay.value = False  # the checkbox takes the mask off
+    assert not view.current["overlay"] and not view.figure.axes[0].collections
+    # the same images with boxes only (as RSNA): the boxes are drawn, unless unticked
+    boxed = shutil.copytree(tiny_synthetic, tmp_path / "boxed")
+    (boxed / "masks.npy").unlink()
+    view = ImageBrowser(runs["ae-1.0-s1"], data=boxed, filter="abnormal", index=3)
+    n = view.current["n_boxes"]
+    assert n >= 1 and not view.figure.axes[0].collections
+    rects = [p for p in view.figure.axes[0].patches if isinstance(p, Rectangle)]
+    assert len(rects) == n
+    view.overlay.value = False
+    assert not [p for p in view.figure.axes[0].patches if isinstance(p, Rectangle)]
+    assert not ImageBrowser(runs["ae-1.0-s1"], data=boxed, overlay=False).current["overlay"]
+
+
+def test_views_show_the_refined_scores_and_maps(runs, tmp_path):
+    from ddadlib.runs.refine import refine_run
+
+    run = shutil.copytree(runs["ae-0.5-s2"], tmp_path / "refined")
+    refine_run(run, "dual", epochs=1, device="cpu", progress=False, **quiet)
+    evaluate_run(run, n_boot=10, figures=False, **quiet)
+    view = HistogramExplorer([run], score="r_dual")
+    assert view.current["score"] == "r_dual"
+    assert view.current["auc"] == metrics_of(run)["r_dual"]["auc"]
+    browser = ImageBrowser(run)
+    assert browser.current["maps"] == ["mu_A", "mu_B", "intra", "inter", "r_dual"]
+
+
 def test_browser_snapshot_and_fanogan(runs):
     view = ImageBrowser(runs["fanogan"], index=5)
     assert view.current["maps"] == ["recon", "rec"] and view.current["position"] == 5

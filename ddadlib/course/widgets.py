@@ -38,6 +38,7 @@ from ddadlib.errors import DataError
 from ddadlib.paper import BACKBONE_TITLES, SCORE_TITLES, TABLE_AR
 from ddadlib.runs.config import RunConfig
 from ddadlib.runs.grid import load_results, summarise
+from ddadlib.runs.refine import load_refiners
 from ddadlib.runs.run import Run, test_indices
 
 __all__ = ["ARSlider", "HistogramExplorer", "ImageBrowser"]
@@ -86,7 +87,8 @@ def _read_run(run: str | Path) -> _Run:
     table = found.scores()
     metrics = found.metrics()
     arrays = found.score_arrays(table)
-    names = [n for n in found.score_names if n in metrics and np.isfinite(arrays[n]).all()]
+    # the detector's scores, then the refinements' (r_intra, r_dual) where the run has them
+    names = [n for n in arrays if n in metrics and np.isfinite(arrays[n]).all()]
     labels = table["label"].to_numpy(dtype=np.int64)
     return _Run(found.path, cfg, names, labels, arrays, metrics)
 
@@ -314,16 +316,19 @@ class HistogramExplorer(_View):
 # -- 2. test images one at a time -----------------------------------------------------------------
 class ImageBrowser(_View):
     """The test images of one finished run, one at a time: the input (with the true mask's
-    outline when the dataset has masks), ``mu_A``, ``mu_B`` and the ``intra`` and ``inter`` maps
-    (f-AnoGAN: its reconstruction and ``rec`` map).
+    outline when the dataset has masks, else its boxes, while ``overlay`` is ticked),
+    ``mu_A``, ``mu_B``, the ``intra`` and ``inter`` maps and, where the run has been refined
+    (``ddad refine``), the ``r_intra`` / ``r_dual`` maps (f-AnoGAN: its reconstruction and
+    ``rec`` map).
 
     ``run``: a run folder with ``model.pt``; ``data``: the prepared dataset (default: the one
     it was trained on, ``config.json``'s ``data_path``). The model is loaded once; maps are
     computed only for the images shown (``computed`` counts them). Controls: ``filter``
     (``"all"``, ``"normal"``, ``"abnormal"``), ``index`` (position among the filtered images),
-    ``prev_button`` and ``next_button``. The test images are in ``scores.csv``'s order (normal,
-    then abnormal); ``current`` holds the image's id, label, position, its image scores (from
-    ``scores.csv`` when the run was evaluated) and the maps shown.
+    ``prev_button``, ``next_button`` and ``overlay`` (a checkbox: draw the mask or boxes). The
+    test images are in ``scores.csv``'s order (normal, then abnormal); ``current`` holds the
+    image's id, label, position, its image scores (from ``scores.csv`` when the run was
+    evaluated), the maps shown and what is overlaid (``overlay``, ``has_mask``, ``n_boxes``).
     """
 
     def __init__(
@@ -333,6 +338,7 @@ class ImageBrowser(_View):
         filter: str = "all",
         index: int = 0,
         device: str | None = "cpu",
+        overlay: bool = True,
     ) -> None:
 
         super().__init__()
@@ -357,6 +363,8 @@ class ImageBrowser(_View):
             if table["id"].tolist() == self.ids:
                 self.scores = table
         self.model = self.run.model(device=device)
+        # the run's refinements (ddad refine) add their maps, r_intra and r_dual
+        self.refiners = load_refiners(self.run.path, self.model, device) if own else []
         self.computed = 0
         self._maps: dict[int, dict[str, np.ndarray]] = {}
 
@@ -377,11 +385,12 @@ class ImageBrowser(_View):
         self.next_button = widgets.Button(description="next ▶", tooltip="next image")
         self.prev_button.on_click(lambda _: self.step(-1))
         self.next_button.on_click(lambda _: self.step(+1))
+        self.overlay = widgets.Checkbox(value=bool(overlay), description="mask / boxes")
         self.info = widgets.HTML()
-        self._watch(self.filter, self.index)
+        self._watch(self.filter, self.index, self.overlay)
         self.children = (
             self.filter,
-            widgets.HBox([self.prev_button, self.index, self.next_button]),
+            widgets.HBox([self.prev_button, self.index, self.next_button, self.overlay]),
             self.info,
             self.output,
         )
@@ -410,7 +419,10 @@ class ImageBrowser(_View):
         """The maps shown for one test image, ``(1, S, S)`` each (computed once, then kept)."""
         if test_index not in self._maps:
             x = np.array(self.dataset.images[self.rows[test_index]][None])  # a writable copy
-            self._maps[test_index] = self.model.shown_maps(self.model.score_maps(x))
+            maps = self.model.score_maps(x)
+            shown = self.model.shown_maps(maps)
+            shown.update({r.score_name: r.refine_maps(maps) for r in self.refiners})
+            self._maps[test_index] = shown
             self.computed += 1
         return self._maps[test_index]
 
@@ -435,6 +447,8 @@ class ImageBrowser(_View):
             "label_name": "abnormal" if label else "normal",
             "scores": scores,
             "has_mask": bool(masks is not None and masks[self.rows[i]].any()),
+            "overlay": bool(self.overlay.value),
+            "n_boxes": len(self._boxes(i)),
             "maps": list(self.maps(i)),
         }
         text = " · ".join(f"{SCORE_TITLES.get(n, n)} {v:.4g}" for n, v in scores.items())
@@ -445,16 +459,23 @@ class ImageBrowser(_View):
         )
         return state
 
+    def _boxes(self, test_index: int) -> list:
+        """The boxes of a test image where the dataset has no masks (RSNA, VinBigData)."""
+        if self.dataset.masks is not None:
+            return []
+        return self.dataset.boxes(int(self.rows[test_index]))
+
     def _build(self) -> Figure:
         i = self.current["test_index"]
         row = self.rows[i]
-        masks = self.dataset.masks
+        masks = self.dataset.masks if self.overlay.value else None
         return plots.plot_score_maps(
             np.asarray(self.dataset.images[row])[None],
             self.maps(i),
             labels=self.labels[i : i + 1],
             masks=np.asarray(masks[row])[None] if masks is not None else None,
             ids=[self.ids[i]],
+            boxes=[self._boxes(i)] if self.overlay.value else None,
         )
 
 

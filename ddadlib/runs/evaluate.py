@@ -13,7 +13,7 @@ from ddadlib import plots
 from ddadlib.data.dataset import PreparedDataset
 from ddadlib.errors import DataError
 from ddadlib.fileio import atomic_write_bytes, atomic_write_json, stale_temp_files
-from ddadlib.paper import SCORE_NAMES
+from ddadlib.paper import REFINED_SCORES, SCORE_NAMES
 from ddadlib.provenance import provenance
 from ddadlib.runs.config import (
     FINGERPRINT_PREFIX,
@@ -23,7 +23,8 @@ from ddadlib.runs.config import (
     dataset_fingerprint,
     fingerprint_matches,
 )
-from ddadlib.runs.run import Run, test_set
+from ddadlib.runs.refine import file_digest, finished_refinements, load_refiners
+from ddadlib.runs.run import Run, test_boxes, test_set
 from ddadlib.runs.train import remove_stale_temp_files, run_lock
 from ddadlib.scoring.metrics import evaluate_scores
 
@@ -42,7 +43,12 @@ def evaluate_run(
     """Score the test split of the run's dataset (or of ``data``) and write ``scores.csv``,
     ``evaluation.json``, figures and, last, ``metrics.json`` into ``out`` (default: the run
     folder, or ``RUN/eval-<name of data>-<its fingerprint>`` for another dataset). Returns the
-    metrics. The run's own dataset must still be the one it trained on (its fingerprint)."""
+    metrics. The run's own dataset must still be the one it trained on (its fingerprint).
+
+    The scores include those of the run's finished refinements (``ddad refine``: ``r_intra``,
+    ``r_dual``); an evaluation made before a refinement changed is made again. On data with
+    masks every score also gets its pixel AUROC and AUPRO, on data with boxes the box metrics
+    (:mod:`ddadlib.scoring.localization`)."""
     run = Run(run)
     run.require_finished()
     with run_lock(run.path):
@@ -85,6 +91,7 @@ def _evaluate_locked(
         for p in stale_temp_files(out, RUN_FILES):
             p.unlink(missing_ok=True)
     result = Run(out)
+    refined = {name: file_digest(p) for name, p in finished_refinements(run.path).items()}
     if result.is_evaluated and not overwrite:
         earlier = out / "evaluation.json"
         done = json.loads(earlier.read_text()) if earlier.is_file() else {}
@@ -93,8 +100,15 @@ def _evaluate_locked(
                 f"{out}: holds the evaluation of another dataset "
                 f"({done.get('data')}); pass --overwrite to replace it"
             )
-        log(f"{result.metrics_path}: already evaluated; showing it (--overwrite to redo)")
-        return result.metrics()
+        if done.get("refinements", {}) == refined:
+            log(f"{result.metrics_path}: already evaluated; showing it (--overwrite to redo)")
+            return result.metrics()
+        # the same scores come out again (the bootstrap is seeded), with the refined ones
+        before = ", ".join(done.get("refinements", {})) or "none"
+        log(
+            f"{out}: evaluating again: the refinements changed since the evaluation (now "
+            f"{', '.join(refined) or 'none'}; evaluated: {before})"
+        )
     if ds.size != cfg.size:
         raise DataError(f"{data}: images are {ds.size} pixels, the run was trained on {cfg.size}")
     # the completion marker goes first and comes back last: a stopped evaluation is redone
@@ -103,7 +117,14 @@ def _evaluate_locked(
     x, labels, ids, masks = test_set(ds)
     t0 = time.perf_counter()
     maps, scores = model.score_all(x)
-    metrics = evaluate_scores(labels, scores, masks=masks, maps=maps, n_boot=n_boot, seed=cfg.seed)
+    refiners = load_refiners(run.path, model, device=device) if refined else []
+    for refiner in refiners:  # r_intra, r_dual: from the DDAD's maps just computed
+        maps[refiner.score_name] = refiner.refine_maps(maps)
+        scores[refiner.score_name] = maps[refiner.score_name].mean(axis=(1, 2)).astype(float)
+    boxes = test_boxes(ds) if masks is None else None
+    metrics = evaluate_scores(
+        labels, scores, masks=masks, maps=maps, boxes=boxes, n_boot=n_boot, seed=cfg.seed
+    )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(
         result.scores_path,
@@ -117,12 +138,14 @@ def _evaluate_locked(
             "data_fingerprint": fingerprint,
             "test": [int((labels == 0).sum()), int((labels == 1).sum())],
             "n_boot": n_boot,
+            "refinements": refined,
             "seconds": round(time.perf_counter() - t0, 2),
             "provenance": provenance(),
         },
     )
     if figures:
         shown = model.shown_maps(maps)
+        shown.update({r.score_name: maps[r.score_name] for r in refiners})
         _write_figures(out, x, labels, scores, metrics, shown, masks, ids, cfg.seed, log)
     atomic_write_json(result.metrics_path, metrics)
     log(f"wrote {result.metrics_path} and {result.scores_path}")
@@ -134,7 +157,8 @@ def score_table(ids: list[str], labels: np.ndarray, scores: dict[str, np.ndarray
 
     The columns follow :data:`~ddadlib.paper.SCORE_NAMES` (NaN where the detector has none;
     ``rec`` is network 1 of module B alone, the column that ``ddad score`` reads its threshold
-    from), then ``rec_m1`` to ``rec_mK``, each network alone."""
+    from), then ``rec_m1`` to ``rec_mK``, each network alone, then ``r_intra`` and ``r_dual``
+    where the run has been refined (``ddad refine``)."""
     frame = pd.DataFrame({"id": ids, "label": labels})
     for name in SCORE_NAMES:
         if name == "rec":
@@ -143,6 +167,9 @@ def score_table(ids: list[str], labels: np.ndarray, scores: dict[str, np.ndarray
             frame[name] = scores[name] if name in scores else np.nan
     for j, row in enumerate(scores["rec"]):
         frame[f"rec_m{j + 1}"] = row
+    for name in REFINED_SCORES.values():  # the refinements' scores, where the run has them
+        if name in scores:
+            frame[name] = scores[name]
     return frame
 
 

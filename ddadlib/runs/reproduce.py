@@ -1,5 +1,6 @@
 """``ddad reproduce``: the paper's Tables 1 and 2, its AR ablation and its histograms (Fig. 3)
-on a prepared dataset, over several seeds, beside the paper's numbers.
+on a prepared dataset, over several seeds, beside the paper's numbers; ``refine`` adds the
+journal's refinement (R_intra, R_dual) of the AE and AE-U runs of Table 1.
 
 Every configuration is one cached run (:mod:`ddadlib.runs.grid`), so a reproduction that is
 stopped resumes where it stopped, and a finished one is only re-tabulated. A seed sets the
@@ -39,6 +40,7 @@ from ddadlib.plots import plot_ar_curve, plot_score_histograms, save_figure
 from ddadlib.presets import PRESETS, Preset, ablation_unlabeled, table_unlabeled
 from ddadlib.provenance import hardware, provenance
 from ddadlib.runs.config import recorded_fingerprint
+from ddadlib.runs.evaluate import evaluate_run
 from ddadlib.runs.grid import (
     ensure_run,
     format_mean_sd,
@@ -50,7 +52,12 @@ from ddadlib.runs.run import Run
 
 Log = Callable[[str], None]
 
-EXPERIMENTS = ("table1", "table2", "ablation", "histograms")
+#: The paper's experiments: what a reproduction runs unless told.
+PAPER_EXPERIMENTS = ("table1", "table2", "ablation", "histograms")
+#: Every experiment: the paper's and ``refine``, the journal's refinement (asked for by name).
+EXPERIMENTS = (*PAPER_EXPERIMENTS, "refine")
+#: The runs that ``refine`` refines (R_intra and R_dual): these backbones of Table 1 at AR 0.6.
+REFINE_BACKBONES = ("ae", "aeu")
 
 
 #: The presets ``ddad reproduce`` offers (``--protocol``), from :data:`ddadlib.presets.PRESETS`.
@@ -61,7 +68,7 @@ PROTOCOLS = {name: PRESETS[name] for name in ("paper", "cpu", "quick")}
 PROTOCOL_KEYS = ("name", "epochs", "fanogan_epochs", "k", "seeds", "batch_size")
 
 
-def unlabeled_sizes(data: str | Path, experiments: Sequence[str] = EXPERIMENTS) -> dict:
+def unlabeled_sizes(data: str | Path, experiments: Sequence[str] = PAPER_EXPERIMENTS) -> dict:
     """M of each experiment on ``data``: ``table`` (Table 1 and 2, the histograms: the paper's
     rule at AR 0.6, :func:`~ddadlib.presets.table_unlabeled`) and ``ablation`` (one M for
     every AR, :func:`~ddadlib.presets.ablation_unlabeled`; None where the pools cannot meet
@@ -76,7 +83,7 @@ def unlabeled_sizes(data: str | Path, experiments: Sequence[str] = EXPERIMENTS) 
 
 
 def plan(
-    protocol: Preset, experiments: Sequence[str] = EXPERIMENTS, m: dict | None = None
+    protocol: Preset, experiments: Sequence[str] = PAPER_EXPERIMENTS, m: dict | None = None
 ) -> list[dict]:
     """The runs a reproduction needs, most informative first: Table 1 for every seed, then the
     ARs of the ablation (which reuse module B of Table 1's AE runs), then f-AnoGAN. ``m`` is
@@ -92,6 +99,13 @@ def plan(
             dict(backbone=b, ar=TABLE_AR, seed=s, n_unlabeled=m["table"])
             for s in protocol.seeds
             for b in TABLE1_BACKBONES
+        ]
+    if "refine" in want:  # the Table 1 runs it refines, where Table 1 does not plan them
+        specs += [
+            dict(backbone=b, ar=TABLE_AR, seed=s, n_unlabeled=m["table"])
+            for s in protocol.seeds
+            for b in REFINE_BACKBONES
+            if dict(backbone=b, ar=TABLE_AR, seed=s, n_unlabeled=m["table"]) not in specs
         ]
     if "ablation" in want:
         specs += [
@@ -138,7 +152,7 @@ def reproduce(
     out: str | Path,
     protocol: str | Preset = "cpu",
     *,
-    experiments: Sequence[str] = EXPERIMENTS,
+    experiments: Sequence[str] = PAPER_EXPERIMENTS,
     seeds: Sequence[int] | None = None,
     epochs: int | None = None,
     fanogan_epochs: int | None = None,
@@ -243,10 +257,38 @@ def reproduce(
                 progress=progress,
                 log=log,
             )
+        if "refine" in experiments and not report_only:
+            _refine(planned, proto, device, n_boot, progress, log)
     finally:  # also when stopped: tabulate what has finished, saying what is missing
         record["wall_seconds_this_call"] = round(time.perf_counter() - t0, 1)
         _tabulate(out, [run for run, _ in planned], record, experiments, log)
     return record
+
+
+def _refine(
+    planned: list[tuple[Path, dict]],
+    proto: Preset,
+    device: str | None,
+    n_boot: int,
+    progress: bool,
+    log: Log,
+) -> None:
+    """R_intra and R_dual (``ddad refine``, the preset's ``refine_epochs``) of the Table 1 runs
+    of :data:`REFINE_BACKBONES` at AR 0.6, each evaluated again with the refined scores."""
+    from ddadlib.runs.refine import refine_run
+
+    chosen = [
+        run
+        for run, spec in planned
+        if spec["backbone"] in REFINE_BACKBONES and spec["ar"] == TABLE_AR and Run(run).is_finished
+    ]
+    for i, run in enumerate(chosen, 1):
+        log(f"\n[refine {i}/{len(chosen)}] {run.name}")
+        for inputs in ("intra", "dual"):
+            refine_run(
+                run, inputs, epochs=proto.refine_epochs, device=device, progress=progress, log=log
+            )
+        evaluate_run(run, n_boot=n_boot, figures=False, device=device, log=log)
 
 
 def _check_one_device(out: Path, wanted: tuple[str, str] | None) -> None:
@@ -381,6 +423,48 @@ def _paper(backbone: str, score: str) -> str:
     return f"{vals[0]:.3f}" if vals else "-"
 
 
+def _refine_report(table: pd.DataFrame, cell: Callable) -> list[str]:
+    """The refinement's table (AE and AE-U at AR 0.6): the AUCs of rec, intra, inter, R_intra
+    and R_dual and, where the test set has masks, their AUPROs (mean ± sd over seeds)."""
+    scores = ("rec", "intra", "inter", "r_intra", "r_dual")
+    refined = table[table["score"].isin(("r_intra", "r_dual"))]
+    backbones = [b for b in REFINE_BACKBONES if b in set(refined["backbone"])]
+    if not backbones:
+        return []
+    lines = [
+        f"**Refinement (DDAD-ASR)** (AUC, AR {TABLE_AR}; ours only, the MICCAI paper has no "
+        "refinement; R_intra and R_dual: ASR-Net of its last epoch, trained on Dn with "
+        "synthetic anomalies)",
+        "",
+        "| backbone | " + " | ".join(scores) + " |",
+        "|---|" + "---|" * len(scores),
+    ]
+    for b in backbones:
+        lines.append(f"| {BACKBONE_TITLES[b]} | " + " | ".join(cell(b, s) for s in scores) + " |")
+    pixel = {}  # (backbone, score) -> the AUPROs of its runs, where the test set has masks
+    for run in refined["run"].unique():
+        backbone = table.loc[table["run"] == run, "backbone"].iloc[0]
+        for s, m in Run(run).metrics().items():
+            if "aupro" in m:
+                pixel.setdefault((backbone, s), []).append(m["aupro"])
+    if pixel:
+        lines += [
+            "",
+            f"AUPRO (per-region overlap up to FPR 0.3, normalised; AR {TABLE_AR}):",
+            "",
+            "| backbone | " + " | ".join(scores) + " |",
+            "|---|" + "---|" * len(scores),
+        ]
+        for b in backbones:
+            cells = []
+            for s in scores:
+                v = pixel.get((b, s), [])
+                sd = float(pd.Series(v).std()) if len(v) > 1 else float("nan")
+                cells.append(format_mean_sd(float(sum(v) / len(v)), sd, len(v)) if v else "-")
+            lines.append(f"| {BACKBONE_TITLES[b]} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
     """The reproduction's tables in Markdown: ours (mean ± sd over seeds) beside the paper's
     RSNA numbers."""
@@ -442,6 +526,7 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
                 f"{cell(b, 'inter')} / {_paper(b, 'inter')} |"
             )
         lines.append("")
+    lines += _refine_report(table, cell)
     rows = _experiment(results, record, "ablation")
     ablation = summarise(rows) if not rows.empty else rows
     if ablation["ar"].nunique() > 1:

@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 
 from ddadlib.data.dataset import PreparedDataset
+from ddadlib.data.records import Box
 from ddadlib.detectors import Detector, detector_for, load_detector
 from ddadlib.errors import DataError
+from ddadlib.paper import REFINED_SCORES
 from ddadlib.runs.config import RunConfig
 
 
@@ -36,6 +38,13 @@ def test_set(ds: PreparedDataset) -> TestSet:
     idx = test_indices(ds)
     masks = ds.masks[idx] if ds.masks is not None else None
     return TestSet(ds.images[idx], ds.labels[idx], [ds.ids[i] for i in idx], masks)
+
+
+def test_boxes(ds: PreparedDataset) -> list[list[Box]] | None:
+    """The boxes of each test image of ``ds`` (in :func:`test_set`'s order); None when no
+    image has one."""
+    boxes = [ds.boxes(i) for i in test_indices(ds)]
+    return boxes if any(boxes) else None
 
 
 class Run:
@@ -180,15 +189,16 @@ class Run:
         return self.scores()["label"].to_numpy(dtype=np.int64)
 
     def score_arrays(self, table: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
-        """The test scores of :attr:`score_names` as arrays: ``rec`` ``(K, N)``, one row per
-        network of module B, the others ``(N,)``; ``table``: :meth:`scores`, when already read."""
+        """The test scores of :attr:`score_names` (and of the refinements, ``r_intra`` and
+        ``r_dual``, where evaluated) as arrays: ``rec`` ``(K, N)``, one row per network of
+        module B, the others ``(N,)``; ``table``: :meth:`scores`, when already read."""
         table = self.scores() if table is None else table
         members = sorted(
             (c for c in table.columns if c.startswith("rec_m") and c[5:].isdigit()),
             key=lambda c: int(c[5:]),
         )
         out = {}
-        for name in self.score_names:
+        for name in (*self.score_names, *REFINED_SCORES.values()):
             if name == "rec":
                 if not members:
                     raise self._damaged(self.scores_path, ValueError("no rec_m1 column"))

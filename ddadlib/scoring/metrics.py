@@ -4,7 +4,8 @@ For each score: ROC AUC (the paper's metric), average precision, a bootstrap 95%
 AUC (images resampled with replacement, stratified by label, seeded) and the sensitivity at 95%
 specificity. A score given per member (``rec``: each network of module B alone) is reported as
 the mean over members, with ``auc_std`` their spread; its interval is the bootstrap of that mean.
-With pixel masks, the pixel-level ROC AUC is added.
+With pixel masks, the pixel-level ROC AUC and AUPRO are added, with boxes the box metrics
+(:mod:`ddadlib.scoring.localization`).
 """
 
 from __future__ import annotations
@@ -119,17 +120,27 @@ def evaluate_scores(
     *,
     masks: np.ndarray | None = None,
     maps: dict[str, np.ndarray] | None = None,
+    boxes: list | None = None,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict[str, dict]:
-    """Metrics of every score in ``scores`` (name -> ``(N,)`` or ``(K, N)``), with pixel AUCs
-    where ``masks`` and the matching ``maps`` are given."""
+    """Metrics of every score in ``scores`` (name -> ``(N,)`` or ``(K, N)``), with the
+    localization metrics of :mod:`ddadlib.scoring.localization` (pixel AUC and AUPRO with
+    ``masks``, the box metrics with ``boxes``, one list of boxes per image) where the matching
+    ``maps`` are given."""
+    # localization builds on pixel_auc above, so it is imported here, not at the top
+    from ddadlib.scoring.localization import localization_metrics
+
     out = {}
     for name, s in scores.items():
         out[name] = score_metrics(labels, s, n_boot=n_boot, seed=seed)
-        if masks is not None and maps is not None and name in maps:
-            out[name]["pixel_auc"] = pixel_auc(masks, maps[name])
+        if maps is not None and name in maps:
+            out[name].update(localization_metrics(maps[name], labels, masks=masks, boxes=boxes))
     return out
+
+
+#: The localization metrics a score may carry, in the order tables show them.
+LOCALIZATION_KEYS = ("pixel_auc", "aupro", "box_pixel_auc", "max_in_box")
 
 
 def format_metrics(metrics: dict[str, dict]) -> str:
@@ -140,4 +151,11 @@ def format_metrics(metrics: dict[str, dict]) -> str:
         ci = m.get("auc_ci")
         ci_s = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-"
         lines.append(f"{name:<14}{auc:>13}{ci_s:>17}{m['ap']:>8.3f}{m['sens_at_95_spec']:>14.3f}")
+    pixel = [k for k in LOCALIZATION_KEYS if any(k in m for m in metrics.values())]
+    if pixel:
+        lines += ["", f"{'score':<14}" + "".join(f"{k:>15}" for k in pixel)]
+        for name, m in metrics.items():
+            if any(k in m for k in pixel):
+                cells = "".join(f"{m[k]:>15.3f}" if k in m else f"{'-':>15}" for k in pixel)
+                lines.append(f"{name:<14}{cells}")
     return "\n".join(lines)
