@@ -72,7 +72,7 @@ def sequential(tmp_path_factory, tiny_synthetic):
 
 
 # -- the scheduling loop, without training ----------------------------------------------------
-def _step(name: str, fail: bool = False, *, progress: bool, log) -> str:
+def _step(name: str, fail: bool = False, *, log) -> str:
     log(f"{name} ran")
     if fail:
         raise ValueError(f"{name} broke")
@@ -88,12 +88,12 @@ class _Threads(Executor):
         self.pool = cf.ThreadPoolExecutor(2)
 
     def submit(self, task, log):
-        return self.pool.submit(call_task, task.fn, task.kwargs, task.name, False, log)
+        return self.pool.submit(call_task, task.fn, task.kwargs, task.name, log)
 
 
-def _slow_step(name: str, fail: bool = False, *, progress: bool, log) -> str:
+def _slow_step(name: str, fail: bool = False, *, log) -> str:
     time.sleep(0.3)
-    return _step(name, fail, progress=progress, log=log)
+    return _step(name, fail, log=log)
 
 
 def test_a_group_waits_for_its_first_task_and_a_failed_first_hands_over():
@@ -305,7 +305,8 @@ def test_ray_gives_the_results_of_the_local_executor(
     assert table(md) == table(seq_md)  # the same report
 
 
-def test_ray_asks_for_gpus_only_when_the_device_needs_them(local_ray):
+def test_ray_asks_for_gpus_only_when_the_device_needs_them():
+    pytest.importorskip("ray", reason='Ray is not installed (pip install "ddadlib[ray]")')
     from ddadlib.runs.executors import RayExecutor
 
     assert RayExecutor(gpus_per_task=0.25).device("auto").type == "cuda"

@@ -38,8 +38,9 @@ RAY_INSTALL = 'pip install "ddadlib[ray]"'
 
 @dataclass
 class Task:
-    """One call ``fn(**kwargs, progress=..., log=...)`` of a module-level function (so that it
-    can be sent to another process); ``group``: tasks that must start after the first task of
+    """One call ``fn(**kwargs, log=...)`` of a module-level function (so that it can be sent to
+    another process; a worker elsewhere sets ``progress=False`` in ``kwargs``: no progress bars
+    from several processes at once); ``group``: tasks that must start after the first task of
     the same group has ended (None: independent)."""
 
     name: str
@@ -75,7 +76,7 @@ def error_message(exc: BaseException) -> tuple[str, str | None]:
 
 
 def call_task(
-    fn: Callable[..., Any], kwargs: dict[str, Any], name: str, progress: bool, log: Log | None
+    fn: Callable[..., Any], kwargs: dict[str, Any], name: str, log: Log | None
 ) -> Outcome:
     """Run one task and catch its error (not Ctrl-C): what every executor runs. ``log`` None:
     print each line prefixed with the task's name (a worker process, a Ray task)."""
@@ -85,7 +86,7 @@ def call_task(
             print(f"[{name}] {line}", flush=True)
 
     try:
-        return Outcome(name, result=fn(**kwargs, progress=progress, log=log))
+        return Outcome(name, result=fn(**kwargs, log=log))
     except Exception as exc:
         message, details = error_message(exc)
         return Outcome(name, error=message, details=details)
@@ -95,6 +96,10 @@ def set_worker_threads(threads: int = 1) -> None:
     """Give this process ``threads`` torch threads (also for OpenMP code started later)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
+
+
+def _quiet(task: Task) -> dict[str, Any]:
+    return dict(task.kwargs, progress=False) if "progress" in task.kwargs else task.kwargs
 
 
 def _init_worker(threads: int) -> None:
@@ -132,7 +137,7 @@ class SequentialExecutor(Executor):
 
     def submit(self, task: Task, log: Log) -> cf.Future:
         future: cf.Future = cf.Future()
-        future.set_result(call_task(task.fn, task.kwargs, task.name, True, log))
+        future.set_result(call_task(task.fn, task.kwargs, task.name, log))
         return future
 
     def describe(self) -> str:
@@ -157,7 +162,7 @@ class ProcessExecutor(Executor):
                 initializer=_init_worker,
                 initargs=(self.threads,),
             )
-        return self._pool.submit(call_task, task.fn, task.kwargs, task.name, False, None)
+        return self._pool.submit(call_task, task.fn, _quiet(task), task.name, None)
 
     def close(self, cancel: bool = False) -> None:
         pool, self._pool = self._pool, None
@@ -223,7 +228,7 @@ class RayExecutor(Executor):
         if self._remote is None:
             self._start()
         threads = max(1, int(self.cpus))
-        ref = self._remote.remote(task.fn, task.kwargs, task.name, threads)
+        ref = self._remote.remote(task.fn, _quiet(task), task.name, threads)
         self._refs.append(ref)
         return ref.future()
 
@@ -261,7 +266,7 @@ class RayExecutor(Executor):
 
 def _ray_task(fn: Callable[..., Any], kwargs: dict[str, Any], name: str, threads: int) -> Outcome:
     set_worker_threads(threads)
-    return call_task(fn, kwargs, name, False, None)
+    return call_task(fn, kwargs, name, None)
 
 
 def make_executor(

@@ -211,10 +211,9 @@ def reproduce(
         f"M = {_m_text(m)}; {len(specs)} runs (finished ones are reused)"
     )
     executor = executor or SequentialExecutor()
-    if not report_only:
-        record["executor"] = executor.describe()
     wanted = None
     if not report_only:
+        record["executor"] = executor.describe()
         dev = executor.device(device)
         wanted = (dev.type, pick_precision(precision, dev))
         device = str(dev)
@@ -241,6 +240,7 @@ def reproduce(
                     device=device,
                     precision=precision,
                     n_boot=n_boot,
+                    progress=progress,
                 ),
                 # the runs that differ only in AR and M share module B: the first trains it
                 group=(spec["backbone"], spec["seed"], ep) if ddad else None,
