@@ -17,6 +17,7 @@ import pytest
 
 from ddadlib.cli import main
 from ddadlib.errors import ConfigError, TrainingError
+from ddadlib.runs.config import LOCK_FILE
 from ddadlib.runs.executors import (
     Executor,
     ProcessExecutor,
@@ -153,6 +154,23 @@ def test_jobs_2_gives_the_results_of_jobs_1_and_trains_module_b_once(
     assert json.loads((out / "reproduce.json").read_text())["finished"]
 
 
+def _wait_unlocked(out: Path, timeout: float = 60.0) -> None:
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    for path in out.glob(f"runs/*/{LOCK_FILE}"):
+        with open(path, "a") as f:
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, f"{path}: still locked"
+                    time.sleep(0.1)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="kills a process group (POSIX)")
 def test_a_killed_reproduction_resumes(tiny_synthetic, tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "ddadlib.cli", *_argv(tiny_synthetic, out, "table1")]
@@ -173,6 +191,7 @@ def test_a_killed_reproduction_resumes(tiny_synthetic, tmp_path):
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    _wait_unlocked(out)  # the workers die a moment after their parent
     assert interrupted is not None, proc.stderr.read().decode()[-2000:]
     finished = {
         p.name: (p / "metrics.json").stat().st_mtime_ns
