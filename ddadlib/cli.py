@@ -625,6 +625,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="train nothing: tabulate the runs finished so far (e.g. while another "
         "process trains them)",
     )
+    rp.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="runs at once, in local processes of one torch thread each (default 1: one "
+        "after the other in this process); at most the CPU cores",
+    )
+    rp.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help='local (default; see --jobs) or ray: each run a Ray task (pip install "ddadlib[ray]")',
+    )
+    rp.add_argument(
+        "--ray-address",
+        default=None,
+        help="the Ray cluster to submit to (default: a new local Ray); its nodes must see "
+        "--out and --data at the same paths",
+    )
+    rp.add_argument(
+        "--ray-cpus-per-task",
+        type=positive_float,
+        default=None,
+        help="CPUs (and torch threads) of each Ray task (default 1)",
+    )
+    rp.add_argument(
+        "--ray-gpus-per-task",
+        type=fraction,
+        default=None,
+        help="GPUs of each Ray task, 0 to 1 (default 0; 0.25: four runs share a GPU)",
+    )
     rp.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -890,8 +921,16 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> None:
+    from ddadlib.runs.executors import make_executor
     from ddadlib.runs.reproduce import PAPER_EXPERIMENTS, reproduce
 
+    executor = make_executor(
+        args.executor,
+        jobs=args.jobs,
+        address=args.ray_address,
+        cpus_per_task=args.ray_cpus_per_task,
+        gpus_per_task=args.ray_gpus_per_task,
+    )
     reproduce(
         args.data,
         args.out,
@@ -905,6 +944,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
         n_boot=args.n_boot,
         progress=not args.quiet,
         report_only=args.report_only,
+        executor=executor,
         command="ddad " + shlex.join(args.argv),
     )
 

@@ -23,8 +23,8 @@ import pandas as pd
 
 from ddadlib.data.dataset import PreparedDataset
 from ddadlib.detectors import detector_for
-from ddadlib.devices import pick_device, pick_precision
-from ddadlib.errors import ConfigError, DataError
+from ddadlib.devices import pick_precision
+from ddadlib.errors import ConfigError, DataError, TrainingError
 from ddadlib.fileio import atomic_write_bytes, atomic_write_json
 from ddadlib.paper import (
     BACKBONE_TITLES,
@@ -41,6 +41,7 @@ from ddadlib.presets import PRESETS, Preset, ablation_unlabeled, table_unlabeled
 from ddadlib.provenance import hardware, provenance
 from ddadlib.runs.config import recorded_fingerprint
 from ddadlib.runs.evaluate import evaluate_run
+from ddadlib.runs.executors import Executor, Outcome, SequentialExecutor, Task, run_tasks
 from ddadlib.runs.grid import (
     ensure_run,
     format_mean_sd,
@@ -162,6 +163,7 @@ def reproduce(
     progress: bool = True,
     command: str | None = None,
     report_only: bool = False,
+    executor: Executor | None = None,
     log: Log = print,
 ) -> dict:
     """Run (or resume) the paper's experiments on ``data`` into ``out`` and write
@@ -169,7 +171,10 @@ def reproduce(
 
     When stopped (an exception, Ctrl-C), the runs finished so far are tabulated, marked as
     partial. ``report_only`` trains nothing: it tabulates the finished runs (e.g. while another
-    process is still training them)."""
+    process is still training them). ``executor`` (:mod:`ddadlib.runs.executors`): where the runs
+    train, by default one after the other here. A run that fails is reported with its error and
+    the others go on; at the end a :class:`TrainingError` names the failed runs (the record,
+    with ``failed``, and the tables are written first)."""
     if isinstance(protocol, str) and protocol not in PROTOCOLS:  # the API checks it too
         raise ConfigError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
     proto = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
@@ -208,7 +213,9 @@ def reproduce(
         if not (out / "reproduce.json").is_file():
             raise DataError(f"{out}: holds no reproduction to report on")
         # keep the command that trains
-        record["command"] = json.loads((out / "reproduce.json").read_text()).get("command")
+        earlier_record = json.loads((out / "reproduce.json").read_text())
+        record["command"] = earlier_record.get("command")
+        record["executor"] = earlier_record.get("executor")
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "reproduce.json").is_file():  # so that a stopped reproduction can resume
         atomic_write_json(out / "reproduce.json", dict(record, finished=None))
@@ -217,51 +224,82 @@ def reproduce(
         f"reproducing {', '.join(experiments)} on {data}: protocol {proto.describe()}; "
         f"M = {_m_text(m)}; {len(specs)} runs (finished ones are reused)"
     )
-    t0 = time.perf_counter()
-    planned = []
+    executor = executor or SequentialExecutor()
+    wanted = None
+    if not report_only:
+        record["executor"] = executor.describe()
+        dev = executor.device(device)
+        wanted = (dev.type, pick_precision(precision, dev))
+        device = str(dev)
+    _check_one_device(out, wanted)
+    planned: list[Path] = []
+    settings_of: list[dict] = []  # each planned run's settings, for the refinement
+    tasks: list[Task] = []
     for spec in specs:
-        fan = not detector_for(spec["backbone"]).uses_unlabeled
-        ep = proto.fanogan_epochs if fan else proto.epochs
-        planned.append(
-            (
-                out
-                / "runs"
-                / run_name(
-                    spec["backbone"], spec["ar"], spec["seed"], ep, proto.k, spec["n_unlabeled"]
+        ddad = detector_for(spec["backbone"]).uses_unlabeled
+        ep = proto.epochs if ddad else proto.fanogan_epochs
+        name = run_name(
+            spec["backbone"], spec["ar"], spec["seed"], ep, proto.k, spec["n_unlabeled"]
+        )
+        planned.append(out / "runs" / name)
+        settings = dict(spec, ar=spec["ar"] if ddad else 0.0, epochs=ep)
+        settings_of.append(settings)
+        tasks.append(
+            Task(
+                name,
+                ensure_run,
+                dict(
+                    root=(out / "runs").resolve(),  # the same folder for a worker elsewhere
+                    data=Path(data).resolve(),
+                    **settings,
+                    **proto.training(),
+                    device=device,
+                    precision=precision,
+                    n_boot=n_boot,
+                    progress=progress,
                 ),
-                dict(spec, epochs=ep),
+                # the runs that differ only in AR and M share module B: the first trains it
+                group=(spec["backbone"], spec["seed"], ep) if ddad else None,
             )
         )
     record["runs_planned"] = len(planned)
-    wanted = None
+    failed: dict[str, str] = {}
+    n = len(tasks)
+
+    def started(i: int, task: Task) -> None:
+        log(
+            f"\n[{i + 1}/{n}] {task.name}"
+            if executor.live
+            else f"[{i + 1}/{n}] {task.name}: started"
+        )
+
+    def ended(i: int, task: Task, outcome: Outcome) -> None:
+        if outcome.ok:
+            if not executor.live:
+                log(f"[{i + 1}/{n}] {task.name}: done")
+            return
+        failed[task.name] = outcome.error
+        log(f"[{i + 1}/{n}] {task.name}: failed: {outcome.error}")
+        if outcome.details:
+            log(outcome.details.rstrip())
+
     if not report_only:
-        dev = pick_device(device)
-        wanted = (dev.type, pick_precision(precision, dev))
-    _check_one_device(out, wanted)
+        log(f"runs: {executor.describe()}")
+    t0 = time.perf_counter()
     try:
-        for i, (run, spec) in enumerate([] if report_only else planned, 1):
-            fan = not detector_for(spec["backbone"]).uses_unlabeled
-            log(f"\n[{i}/{len(planned)}] {run.name}")
-            ensure_run(
-                out / "runs",
-                data,
-                backbone=spec["backbone"],
-                ar=0.0 if fan else spec["ar"],
-                seed=spec["seed"],
-                epochs=spec["epochs"],
-                n_unlabeled=spec["n_unlabeled"],
-                **proto.training(),
-                device=device,
-                precision=precision,
-                n_boot=n_boot,
-                progress=progress,
-                log=log,
-            )
+        run_tasks(executor, [] if report_only else tasks, log=log, on_start=started, on_done=ended)
         if "refine" in experiments and not report_only:
-            _refine(planned, proto, device, n_boot, progress, log)
+            _refine(list(zip(planned, settings_of)), proto, device, n_boot, progress, log)
     finally:  # also when stopped: tabulate what has finished, saying what is missing
         record["wall_seconds_this_call"] = round(time.perf_counter() - t0, 1)
-        _tabulate(out, [run for run, _ in planned], record, experiments, log)
+        record["failed"] = failed
+        _tabulate(out, planned, record, experiments, log)
+    if failed:
+        raise TrainingError(
+            f"{len(failed)} of {n} runs failed ({'; '.join(f'{k}: {v}' for k, v in failed.items())}); "
+            f"the others are tabulated in {out / 'results.md'}; fix the cause and run the same "
+            "command again (finished runs are reused)"
+        )
     return record
 
 
@@ -301,8 +339,11 @@ def _check_one_device(out: Path, wanted: tuple[str, str] | None) -> None:
     folder = out / "runs"
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         run = Run(path)
-        if run.has_config:
-            cfg = run.config
+        try:
+            cfg = run.config if run.has_config else None
+        except DataError:  # a damaged run fails on its own, reported with its error
+            continue
+        if cfg is not None:
             seen.setdefault((cfg.device, cfg.precision), []).append(path.name)
     if len(seen) > 1:
         parts = "; ".join(
@@ -487,6 +528,10 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
             "seeds that finished.",
             "",
         ]
+    if record.get("failed"):
+        lines += ["**Failed runs** (run the same command again to retry them):", ""]
+        lines += [f"- `{name}`: {error}" for name, error in record["failed"].items()]
+        lines.append("")
     lines += [
         f"Protocol `{proto['name']}`: {proto['epochs']} epochs, f-AnoGAN "
         f"{proto['fanogan_epochs']}, K = {proto['k']}, M = {_m_text(record['n_unlabeled'])}, seeds "
@@ -559,6 +604,7 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
             f"{', '.join(map(str, threads)) or '?'}"
             + (f"; GPU {hw['gpu']}" if hw.get("gpu") else "; no GPU")
             + ").",
+            f"Runs trained by: {record.get('executor') or 'one run at a time'}.",
             f"Command: `{record.get('command') or 'ddad reproduce'}`; ddadlib commit "
             f"{record['provenance'].get('git_commit')}.",
         ]
