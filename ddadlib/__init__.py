@@ -21,12 +21,15 @@ __all__ = [
     "ConfigError",
     "DDAD",
     "DataError",
+    "FAnoGAN",
     "PreparedDataset",
+    "Run",
     "__version__",
     "ar_range",
     "draw_unlabeled",
     "generate_synthetic",
     "generate_synthetic_counts",
+    "load_detector",
     "make_split",
     "max_unlabeled",
     "prepare_folder",
@@ -38,10 +41,14 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # DDAD needs torch; importing it lazily keeps `import ddadlib` (and data preparation's
-    # worker processes) free of the torch import.
-    if name == "DDAD":
-        from ddadlib.detectors import DDAD
+    # The detectors and runs need torch; importing them lazily keeps `import ddadlib` (and data
+    # preparation's worker processes) free of the torch import.
+    if name in ("DDAD", "FAnoGAN", "load_detector"):
+        from ddadlib import detectors
 
-        return DDAD
+        return getattr(detectors, name)
+    if name == "Run":
+        from ddadlib.runs.run import Run
+
+        return Run
     raise AttributeError(f"module 'ddadlib' has no attribute {name!r}")
