@@ -256,9 +256,6 @@ def test_set(s: CourseSettings) -> TestSet:
 
 #: The README's command that installs ddadlib with the course's extras (run in its folder).
 INSTALL_COMMAND = 'pip install -e ".[notebooks]"'
-#: The modules a notebook may need beyond ddadlib's own requirements, by the extra that
-#: installs them.
-NOTEBOOK_EXTRAS = {"ipywidgets": "notebooks", "seaborn": "notebooks"}
 
 
 def check_environment(needs: Sequence[str] = (), mode: str | None = None, log=print) -> list[str]:
