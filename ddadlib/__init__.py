@@ -21,13 +21,16 @@ __all__ = [
     "ConfigError",
     "DDAD",
     "DataError",
+    "FAnoGAN",
     "PreparedDataset",
     "Refiner",
+    "Run",
     "__version__",
     "ar_range",
     "draw_unlabeled",
     "generate_synthetic",
     "generate_synthetic_counts",
+    "load_detector",
     "make_split",
     "max_unlabeled",
     "prepare_folder",
@@ -39,10 +42,14 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # DDAD and Refiner need torch; importing them lazily keeps `import ddadlib` (and data
+    # The detectors and runs need torch; importing them lazily keeps `import ddadlib` (and data
     # preparation's worker processes) free of the torch import.
-    if name in ("DDAD", "Refiner"):
+    if name in ("DDAD", "FAnoGAN", "Refiner", "load_detector"):
         from ddadlib import detectors
 
         return getattr(detectors, name)
+    if name == "Run":
+        from ddadlib.runs.run import Run
+
+        return Run
     raise AttributeError(f"module 'ddadlib' has no attribute {name!r}")

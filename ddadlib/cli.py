@@ -34,6 +34,7 @@ from ddadlib.paper import (
     BACKBONE_TITLES,
     PAPER_BATCH_SIZE,
     PAPER_K,
+    PAPER_LATENT,
     PAPER_LR,
     PAPER_UNLABELED,
     TABLE_AR,
@@ -215,6 +216,12 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int) -> None:
         "--k", type=positive_int, default=PAPER_K, help=f"networks per module (default {PAPER_K})"
     )
     p.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs (default {epochs})")
+    p.add_argument(
+        "--latent",
+        type=positive_int,
+        default=PAPER_LATENT,
+        help=f"size of the autoencoders' latent code (default {PAPER_LATENT}, the authors')",
+    )
     p.add_argument(
         "--ar", type=fraction, default=TABLE_AR, help=f"anomaly rate of Du (default {TABLE_AR})"
     )
@@ -758,6 +765,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         batch_size=args.batch_size,
         lr=args.lr,
+        latent=args.latent,
         device=args.device,
         precision=args.precision,
     )

@@ -30,7 +30,7 @@ from ddadlib.devices import pick_device, pick_precision, to_tensor
 from ddadlib.errors import ConfigError, DataError
 from ddadlib.fileio import atomic_write
 from ddadlib.models.asr import REFINER_INPUTS, ASRConfig, ASRNet, train_asr
-from ddadlib.models.backbones import AE, BACKBONES
+from ddadlib.models.backbones import AE, BACKBONES, LATENT
 from ddadlib.models.checkpoints import check_finite_weights, nonfinite_members, read_torch_file
 from ddadlib.models.ensemble import (
     EnsembleConfig,
@@ -57,7 +57,7 @@ from ddadlib.scoring.scores import image_scores, score_maps
 MODEL_FORMAT = "ddadlib-model"
 MODEL_VERSION = 1
 #: The settings that define what trains (the rest say where and how fast).
-HYPERPARAMETERS = ("backbone", "k", "epochs", "batch_size", "lr", "seed")
+HYPERPARAMETERS = ("backbone", "k", "epochs", "batch_size", "lr", "seed", "latent")
 #: The settings every detector takes (its constructor's keywords, in ``model.pt``'s order).
 PARAMS = (*HYPERPARAMETERS, "device", "precision", "vectorised", "progress")
 
@@ -126,6 +126,7 @@ class _Detector:
         precision: str | None = "auto",
         vectorised: bool | None = None,
         progress: bool = True,
+        latent: int = LATENT,
     ) -> None:
         self.backbone = backbone
         self.k = k
@@ -137,6 +138,7 @@ class _Detector:
         self.precision = precision
         self.vectorised = vectorised
         self.progress = progress
+        self.latent = latent
 
     # -- settings --------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -151,6 +153,8 @@ class _Detector:
             )
         if self.epochs < 1 or self.batch_size < 2 or not 0 < self.lr < math.inf:
             raise ConfigError("epochs >= 1, batch_size >= 2 and a finite lr > 0 are required")
+        if isinstance(self.latent, bool) or not isinstance(self.latent, int) or self.latent < 1:
+            raise ConfigError(f"latent must be a whole number of at least 1 (got {self.latent!r})")
 
     def _start_fit(self, normal: Images) -> torch.Tensor:
         self._check_params()
@@ -331,6 +335,7 @@ class DDAD(_Detector):
     member's initialisation and data order. ``device="auto"`` takes CUDA, then MPS, then the CPU;
     ``precision="auto"`` is float32. ``vectorised=None`` trains the K members as one vectorised
     model on CUDA and one after the other elsewhere (see :mod:`ddadlib.models.ensemble`).
+    ``latent`` is the size of the backbone's code (the authors' 16 by default).
     """
 
     score_names = SCORE_NAMES
@@ -447,7 +452,8 @@ class DDAD(_Detector):
 
 class FAnoGAN(_Detector):
     """f-AnoGAN (WGAN-GP with the izi_f encoder, :mod:`ddadlib.models.fanogan`) trained on Dn
-    only: the paper's Table 2 comparison. One network (``k`` is ignored) and one score, ``rec``
+    only: the paper's Table 2 comparison. One network (``k`` and ``latent`` are ignored; its
+    generator's code has :data:`~ddadlib.models.fanogan.LATENT_DIM` numbers) and one score, ``rec``
     ``(1, N)``: the pixel plus critic-feature residual. ``lr`` is the encoder's; the GAN trains
     with :func:`~ddadlib.models.fanogan.train_fanogan`'s own settings."""
 

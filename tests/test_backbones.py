@@ -135,3 +135,18 @@ def test_one_training_step_lowers_the_loss(name):
     opt.step()
     after = net.loss(x, net(x))
     assert after.item() < before.item()
+
+
+@pytest.mark.parametrize("name", ["ae", "aeu", "memae"])
+def test_latent_size_is_an_option(name):
+    x = torch.zeros(3, 1, 32, 32)
+    default, four = build_backbone(name, 32).eval(), build_backbone(name, 32, latent=4).eval()
+    assert default.latent == 16 and default.encode(x).shape == (3, 16)
+    assert four.latent == 4 and four.encode(x).shape == (3, 4)
+    assert four(x)["recon"].shape == (3, 1, 32, 32)
+    # the two linear layers at the code shrink by 12 x 2048 weights each (and 12 biases)
+    assert n_params(default) - n_params(four) == 12 * 2048 * 2 + 12 + (
+        25 * 12 if name == "memae" else 0
+    )
+    with pytest.raises(ConfigError, match="latent must be a whole number"):
+        build_backbone(name, 32, latent=0)

@@ -83,3 +83,14 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--data", "synthetic", "--epochs", "1", "--quiet"]) == 0
     again = capsys.readouterr().out
     assert "prepared earlier" in again and "nothing trained" in again
+
+
+def test_train_takes_the_latent_size(tiny_synthetic, tmp_path, capsys):
+    run = tmp_path / "z4"
+    args = ["train", "--data", str(tiny_synthetic), "--out", str(run), "--k", "2", "--epochs", "1"]
+    args += ["--n-unlabeled", "10", "--quiet", "--device", "cpu"]
+    with pytest.raises(SystemExit) as stop:  # argparse's one-line error
+        main(args + ["--latent", "0"])
+    assert stop.value.code == 2 and "--latent" in capsys.readouterr().err and not run.exists()
+    assert main(args + ["--latent", "4"]) == 0
+    assert json.loads((run / "config.json").read_text())["latent"] == 4

@@ -202,3 +202,21 @@ def test_cached_run_is_reused_only_with_the_same_settings(tiny_synthetic, tmp_pa
     (run / "config.json").write_text(json.dumps(dict(cfg, device="cuda")))
     with pytest.raises(DataError, match="device: cuda -> cpu"):
         _grid_run(tmp_path, tiny_synthetic)
+
+
+def test_latent_is_a_setting_that_older_runs_hold_at_its_default(tiny_synthetic, tmp_path):
+    cfg = RunConfig.from_dict(OLD_CONFIG)
+    assert cfg.latent == 16 and "latent" not in cfg.to_dict()  # old runs keep their config.json
+    four = cfg.replace(latent=4)
+    assert four.to_dict()["latent"] == 4 and RunConfig.from_dict(four.to_dict()) == four
+    assert cfg.differences(four) == ["latent: 16 -> 4"]
+    assert four.module_b() != cfg.module_b()  # a 4-d module B is not reused for a 16-d run
+    assert run_name("ae", 0.6, 0, 30, 3, 500) == "ae-ar0.6-m500-e30-k3-s0"
+    assert run_name("ae", 0.6, 0, 30, 3, 500, latent=4) == "ae-ar0.6-m500-e30-k3-z4-s0"
+    c4 = run_config(tiny_synthetic, k=2, epochs=1, ar=0.5, n_unlabeled=10, latent=4, **quiet)
+    train_run(tmp_path / "z4", c4, progress=False, **quiet)
+    model = Run(tmp_path / "z4").model()
+    assert Run(tmp_path / "z4").config.latent == 4 and model.latent == 4
+    assert {net.latent for net in model.module_a_ + model.module_b_} == {4}
+    with pytest.raises(ConfigError, match="latent"):
+        DDAD(latent=0).fit(np.zeros((4, 32, 32), np.uint8))

@@ -292,3 +292,25 @@ def test_ar_slider_errors(runs, tmp_path):
         ARSlider([runs["ae-0.5-s1"]], backbone="aeu")
     with pytest.raises(ValueError, match="AR 0.7 was not run"):
         ARSlider([runs["ae-0.5-s1"]], ar=0.7)
+
+
+# -- the course's real X-rays (no masks) ------------------------------------------------------------
+def test_views_on_the_bundled_xrays(tmp_path):
+    """Class mode's data: real X-rays labelled per image, without masks."""
+    from ddadlib.data.prepare import prepare_kermany
+
+    data = prepare_kermany(tmp_path / "kermany", size=32, n_normal=40, n_test=12, **quiet)
+    root = tmp_path / "runs"
+    cfg = run_config(data, k=2, epochs=1, ar=1.0, n_unlabeled=20, seed=0, device="cpu", **quiet)
+    train_run(root / "ae-1.0", cfg, progress=False, **quiet)
+    evaluate_run(root / "ae-1.0", n_boot=20, figures=False, **quiet)
+    browser = ImageBrowser(root / "ae-1.0", filter="abnormal")
+    assert browser.dataset.masks is None and not browser.current["has_mask"]
+    assert not browser.figure.axes[0].collections  # no outline drawn
+    browser.next_button.click()
+    assert browser.current["label"] == 1 and browser.computed == 2
+    assert isinstance(browser.snapshot(), Figure)
+    explorer = HistogramExplorer([root / "ae-1.0"])
+    explorer.score.value = "inter"
+    assert explorer.current["auc"] == pytest.approx(metrics_of(root / "ae-1.0")["inter"]["auc"])
+    assert isinstance(ARSlider([root / "ae-1.0"]).snapshot(), Figure)

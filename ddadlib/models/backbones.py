@@ -27,11 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddadlib.errors import ConfigError
+from ddadlib.paper import PAPER_LATENT
 
 #: Channels of the encoder's stride-2 stages at 64x64; other sizes add or drop 64-channel stages.
 ENCODER_CHANNELS = (16, 32, 64, 64)
 HIDDEN = 2048
-LATENT = 16
+#: The latent size of the authors' AE; ``latent`` changes it (the same authors later found a
+#: 4-d code better on RSNA, :data:`ddadlib.paper.LATENT_STUDY`).
+LATENT = PAPER_LATENT
 BOTTLENECK_SIZE = 4
 
 
@@ -69,14 +72,17 @@ class AE(nn.Module):
 
     out_channels = 1
 
-    def __init__(self, size: int = 64) -> None:
+    def __init__(self, size: int = 64, latent: int = LATENT) -> None:
         super().__init__()
+        if not isinstance(latent, int) or latent < 1:
+            raise ConfigError(f"latent must be a whole number of at least 1 (got {latent!r})")
         self.size = size
+        self.latent = latent
         ch = stage_channels(size)
         self.encoder = nn.Sequential(*[down_block(a, b) for a, b in zip([1] + ch[:-1], ch)])
         flat = ch[-1] * BOTTLENECK_SIZE**2
-        self.to_latent = nn.Sequential(_dense(flat, HIDDEN), nn.Linear(HIDDEN, LATENT))
-        self.from_latent = nn.Sequential(_dense(LATENT, HIDDEN), nn.Linear(HIDDEN, flat))
+        self.to_latent = nn.Sequential(_dense(flat, HIDDEN), nn.Linear(HIDDEN, latent))
+        self.from_latent = nn.Sequential(_dense(latent, HIDDEN), nn.Linear(HIDDEN, flat))
         rev = ch[::-1]
         self.decoder = nn.Sequential(
             *[up_block(a, b) for a, b in zip(rev[:-1], rev[1:])],
@@ -84,7 +90,7 @@ class AE(nn.Module):
         )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The 16-d latent code of each image."""
+        """The latent code of each image (``latent`` numbers, 16 by default)."""
         return self.to_latent(self.encoder(x).flatten(1))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -136,7 +142,8 @@ def addressing_entropy(w: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 class MemAE(AE):
-    """MemAE: the AE with a memory of ``slots`` learned 16-d items on the latent code.
+    """MemAE: the AE with a memory of ``slots`` learned items on the latent code (16-d by
+    default).
 
     The latent z is replaced by ``w @ memory`` where ``w = softmax(z @ memory.T)``, after hard
     shrinkage (threshold 0 in the authors' configs, i.e. none). The loss adds the entropy of the
@@ -146,15 +153,16 @@ class MemAE(AE):
     def __init__(
         self,
         size: int = 64,
+        latent: int = LATENT,
         slots: int = 25,
         shrink_threshold: float = 0.0,
         entropy_weight: float = 0.0002,
     ) -> None:
-        super().__init__(size)
+        super().__init__(size, latent)
         self.shrink_threshold = shrink_threshold
         self.entropy_weight = entropy_weight
-        self.memory = nn.Parameter(torch.empty(slots, LATENT))
-        bound = 1.0 / math.sqrt(LATENT)
+        self.memory = nn.Parameter(torch.empty(slots, latent))
+        bound = 1.0 / math.sqrt(latent)
         nn.init.uniform_(self.memory, -bound, bound)
 
     def address(self, z: torch.Tensor) -> torch.Tensor:
@@ -176,8 +184,9 @@ class MemAE(AE):
 BACKBONES: dict[str, type[AE]] = {"ae": AE, "aeu": AEU, "memae": MemAE}
 
 
-def build_backbone(name: str, size: int = 64) -> AE:
-    """A freshly initialised network of the named backbone (``ae``, ``aeu`` or ``memae``)."""
+def build_backbone(name: str, size: int = 64, latent: int = LATENT) -> AE:
+    """A freshly initialised network of the named backbone (``ae``, ``aeu`` or ``memae``) with a
+    ``latent``-d code."""
     try:
         cls = BACKBONES[name]
     except KeyError:
@@ -185,4 +194,4 @@ def build_backbone(name: str, size: int = 64) -> AE:
             f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)} "
             "(f-AnoGAN is 'fanogan', trained by ddadlib.models.fanogan)"
         ) from None
-    return cls(size)
+    return cls(size, latent)

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ddadlib.devices import autocast
 from ddadlib.errors import TrainingError
-from ddadlib.models.backbones import AE, build_backbone
+from ddadlib.models.backbones import AE, LATENT, build_backbone
 from ddadlib.models.checkpoints import (
     CHECKPOINT_VERSION,
     Checkpointer,
@@ -59,10 +59,13 @@ class EnsembleConfig:
     module: str = "B"
     precision: str = "fp32"
     size: int = 64
+    latent: int = LATENT
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["betas"] = list(self.betas)
+        if d["latent"] == LATENT:  # as checkpoints were written before the latent was an option
+            del d["latent"]
         return d
 
 
@@ -71,7 +74,7 @@ def build_members(cfg: EnsembleConfig) -> list[AE]:
     members = []
     for k in range(cfg.k):
         with torch_seed(derive_seed(cfg.seed, cfg.module, k, "init")):
-            members.append(build_backbone(cfg.backbone, cfg.size))
+            members.append(build_backbone(cfg.backbone, cfg.size, cfg.latent))
     return members
 
 

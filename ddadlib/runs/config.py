@@ -38,6 +38,7 @@ from ddadlib.data.splits import draw_unlabeled, split_sizes
 from ddadlib.detectors import HYPERPARAMETERS, detector_for, make_detector
 from ddadlib.devices import pick_device, pick_precision
 from ddadlib.errors import DataError
+from ddadlib.models.backbones import LATENT
 from ddadlib.paper import (
     BACKBONE_TITLES,
     PAPER_BATCH_SIZE,
@@ -66,9 +67,13 @@ MODULE_B_KEYS = (
     "lr",
     "betas",
     "seed",
+    "latent",
     "device",
     "precision",
 )
+#: Settings added after runs were first written: a config without one took its default, and a
+#: config at the default leaves it out, so that runs made before keep their ``config.json``.
+LATER_KEYS = {"latent": LATENT}
 
 
 #: Marks fingerprints that cover the pixels; older runs recorded one of the manifest only.
@@ -91,7 +96,7 @@ CONFIG_KEYS = (
     "data_path",
     "data_fingerprint",
     "size",
-    *HYPERPARAMETERS,
+    *(k for k in HYPERPARAMETERS if k not in LATER_KEYS),
     "device",
     "precision",
     "du_ids",
@@ -172,6 +177,7 @@ class RunConfig:
     lr: float
     betas: tuple[float, float] = (0.5, 0.999)  # what every run before this field was written used
     seed: int
+    latent: int = LATENT
     device: str
     precision: str
     ar: float | None = None
@@ -181,11 +187,13 @@ class RunConfig:
     created: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (lists for tuples), in ``config.json``'s order."""
+        """The JSON form (lists for tuples), in ``config.json``'s order; a setting of
+        :data:`LATER_KEYS` at its default is left out."""
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
+            if LATER_KEYS.get(f.name, out) != v:
+                out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
 
     @classmethod
@@ -235,8 +243,8 @@ class RunConfig:
         ``key: this -> other``."""
         a, b = self.defining(), other.defining()
         out = []
-        for key in a:
-            va, vb = a[key], b[key]
+        for key in dict.fromkeys([*a, *b]):
+            va, vb = a.get(key, LATER_KEYS.get(key)), b.get(key, LATER_KEYS.get(key))
             if va != vb:
                 if isinstance(va, list) and len(va) > 8:
                     va, vb = f"<{len(va)} ids>", f"<{len(vb or [])} ids>"
@@ -246,7 +254,7 @@ class RunConfig:
     def module_b(self) -> dict[str, Any]:
         """The settings that define module B (:data:`MODULE_B_KEYS`; it does not depend on Du)."""
         d = self.to_dict()
-        return {k: d[k] for k in MODULE_B_KEYS}
+        return {k: d.get(k, LATER_KEYS.get(k)) for k in MODULE_B_KEYS}
 
 
 def run_config(
@@ -260,6 +268,7 @@ def run_config(
     seed: int = 0,
     batch_size: int = PAPER_BATCH_SIZE,
     lr: float = PAPER_LR,
+    latent: int = LATENT,
     device: str | None = "auto",
     precision: str | None = "auto",
     log: Log = print,
@@ -268,7 +277,9 @@ def run_config(
     :class:`DataError`) when the pools cannot supply M images at ``ar``."""
     kind = detector_for(backbone)
     k = k if kind.ensemble else 1
-    model = make_detector(backbone, k=k, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    model = make_detector(
+        backbone, k=k, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, latent=latent
+    )
     ds = PreparedDataset.load(data, mmap=True)
     sizes = split_sizes(ds.split)
     dev = pick_device(device)
@@ -300,6 +311,7 @@ def run_config(
         lr=optimiser["lr"],
         betas=tuple(optimiser["betas"]),
         seed=seed,
+        latent=latent,
         device=dev.type,
         precision=pick_precision(precision, dev),
         ar=ar,

@@ -26,6 +26,7 @@ import pandas as pd
 from ddadlib.data.dataset import PreparedDataset
 from ddadlib.detectors import detector_for
 from ddadlib.errors import DataError
+from ddadlib.models.backbones import LATENT
 from ddadlib.paper import PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_K, PAPER_LR, TABLE_AR
 from ddadlib.presets import table_unlabeled
 from ddadlib.runs.config import config_changes, run_config
@@ -50,12 +51,14 @@ def run_name(
     epochs: int,
     k: int = PAPER_K,
     n_unlabeled: int | None = None,
+    latent: int = LATENT,
 ) -> str:
     """The folder name of a run in a grid, e.g. ``ae-ar0.6-m500-e30-k3-s0`` (a detector
-    without Du: ``fanogan-e30-s0``)."""
+    without Du: ``fanogan-e30-s0``; a latent size other than 16 adds ``-z4``)."""
     if not detector_for(backbone).uses_unlabeled:
         return f"{backbone}-e{epochs}-s{seed}"
-    return f"{backbone}-ar{ar:g}-m{n_unlabeled}-e{epochs}-k{k}-s{seed}"
+    z = "" if latent == LATENT else f"-z{latent}"
+    return f"{backbone}-ar{ar:g}-m{n_unlabeled}-e{epochs}-k{k}{z}-s{seed}"
 
 
 def ensure_run(
@@ -70,6 +73,7 @@ def ensure_run(
     n_unlabeled: int | None = None,
     batch_size: int = PAPER_BATCH_SIZE,
     lr: float = PAPER_LR,
+    latent: int = LATENT,
     device: str | None = "auto",
     precision: str | None = "auto",
     n_boot: int = 1000,
@@ -84,7 +88,7 @@ def ensure_run(
     """
     if n_unlabeled is None and detector_for(backbone).uses_unlabeled:
         n_unlabeled = table_unlabeled(data, ar)
-    run = Run(Path(root) / run_name(backbone, ar, seed, epochs, k, n_unlabeled))
+    run = Run(Path(root) / run_name(backbone, ar, seed, epochs, k, n_unlabeled, latent))
     cfg = run_config(
         data,
         backbone=backbone,
@@ -95,6 +99,7 @@ def ensure_run(
         seed=seed,
         batch_size=batch_size,
         lr=lr,
+        latent=latent,
         device=device,
         precision=precision,
         log=log,
