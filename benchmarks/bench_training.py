@@ -149,8 +149,9 @@ def bench(device: torch.device, n: int, k: int, epochs: int) -> None:
         print(f"{name:<42}{rate / k:>14.0f}{rate / base:>11.2f}x{_fmt(table1):>16}")
 
 
-def full_run(dn: int, du: int, k: int, epochs: int) -> None:
-    """A whole run's training (modules B and A) by ddadlib and by the authors' design."""
+def full_run(dn: int, du: int, k: int, epochs: int, authors_threads: int | None = None) -> None:
+    """A whole run's training (modules B and A) by ddadlib and by the authors' design (with
+    ``authors_threads`` torch threads; default torch's: one per core)."""
     import os
 
     from ddadlib.devices import available_cores, cpu_plan
@@ -174,7 +175,8 @@ def full_run(dn: int, du: int, k: int, epochs: int) -> None:
     ours_s = time.perf_counter() - t0
     print(f"  ddadlib ({plan.describe().split(': ', 1)[1].split(' (')[0]}): {ours_s:.1f} s")
     old = torch.get_num_threads()
-    torch.set_num_threads(available_cores())  # torch's default: one thread per core
+    theirs_threads = authors_threads or available_cores()  # torch's default: one per core
+    torch.set_num_threads(theirs_threads)
     try:
         t0 = time.perf_counter()
         authors_design(raw[:dn], k, epochs, torch.device("cpu"))
@@ -183,8 +185,7 @@ def full_run(dn: int, du: int, k: int, epochs: int) -> None:
     finally:
         torch.set_num_threads(old)
     print(
-        f"  authors' design ({available_cores()} threads, DataLoader with 1 worker): "
-        f"{theirs_s:.1f} s"
+        f"  authors' design ({theirs_threads} threads, DataLoader with 1 worker): {theirs_s:.1f} s"
     )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
@@ -209,6 +210,12 @@ def main() -> None:
     p.add_argument(
         "--skip-paths", action="store_true", help="only the whole-run comparison on the CPU"
     )
+    p.add_argument(
+        "--authors-threads",
+        type=int,
+        default=None,
+        help="whole run: torch threads of the authors' design (default torch's, one per core)",
+    )
     args = p.parse_args()
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     print(
@@ -219,7 +226,7 @@ def main() -> None:
     if not args.skip_paths:
         for d in devices:
             bench(torch.device(d), args.images, args.k, args.epochs)
-    full_run(args.dn, args.du, args.k, args.run_epochs)
+    full_run(args.dn, args.du, args.k, args.run_epochs, args.authors_threads)
 
 
 if __name__ == "__main__":
