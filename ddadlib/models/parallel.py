@@ -269,7 +269,9 @@ def _bind_adam(opt: torch.optim.Optimizer, params: list, flats: dict[str, torch.
 
 def _bound_member(cfg: EnsembleConfig, flats: dict[str, torch.Tensor]):
     """In a worker: a member network and its Adam working on the shared buffers ``flats``."""
-    m = build_backbone(cfg.backbone, cfg.size).to(memory_format=torch.channels_last).train()
+    with torch.device("meta"):  # no initialisation: the weights come from the buffers
+        m = build_backbone(cfg.backbone, cfg.size)
+    m = m.to_empty(device="cpu").to(memory_format=torch.channels_last).train()
     groups = _groups(m)
     for name, group in groups.items():
         if group:
@@ -289,7 +291,7 @@ def _worker(setup: dict, tasks, results) -> None:
     torch.set_num_threads(setup["threads"])
     torch.set_default_dtype(setup["dtype"])
     parent = tmp.parent_process()
-    members = [_bound_member(spec["cfg"], spec["flats"]) for spec in setup["members"]]
+    members: dict[int, tuple] = {}  # bound when first trained here
     while True:
         try:
             task = tasks.get(timeout=1.0)
@@ -306,6 +308,8 @@ def _worker(setup: dict, tasks, results) -> None:
             order = torch.from_numpy(
                 epoch_order(images.shape[0], cfg.seed, cfg.module, spec["k"], epoch=epoch)
             )
+            if j not in members:
+                members[j] = _bound_member(cfg, spec["flats"])
             m, opt = members[j]
             loss = member_epoch(m, opt, images, order, cfg, channels_last=True).item()
         except Exception:  # noqa: BLE001 (reported to the parent with its traceback)
@@ -443,7 +447,8 @@ def _train_parallel(
         for _ in started:
             tasks.put(None)
         for p in started:
-            p.join(timeout=10)
+            # a worker has nothing left to save: do not wait for its interpreter to wind down
+            p.join(timeout=0.5)
             if p.is_alive():
                 p.terminate()
                 p.join()
