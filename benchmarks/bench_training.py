@@ -19,10 +19,12 @@ Then, side by side in the same run, **a whole run's training** on the CPU: ddadl
 processes as :func:`ddadlib.devices.cpu_plan` chooses them) against the authors' design (the six
 members one after the other through a DataLoader with one worker, torch's default threads: one
 per core), on the same images and epochs; it prints the ratio, and the machine's load average
-(on a shared machine both suffer, the authors' design with its several threads far more).
+(on a shared machine both suffer, the authors' design with its several threads far more;
+``--authors-threads 1`` gives it one thread). ddadlib's time includes starting its worker
+processes (seconds; more on a busy machine), which a run of many epochs amortises.
 
 Run: ``python benchmarks/bench_training.py [--images 1024] [--epochs 1] [--dn 512 --du 512
---run-epochs 2] [--skip-paths]``.
+--run-epochs 5] [--skip-paths]``.
 """
 
 from __future__ import annotations
@@ -206,7 +208,7 @@ def main() -> None:
     p.add_argument("--devices", nargs="*", default=None, help="default: cpu and cuda if present")
     p.add_argument("--dn", type=int, default=512, help="whole run: Dn (default 512)")
     p.add_argument("--du", type=int, default=512, help="whole run: Du (default 512)")
-    p.add_argument("--run-epochs", type=int, default=2, help="whole run: epochs (default 2)")
+    p.add_argument("--run-epochs", type=int, default=5, help="whole run: epochs (default 5)")
     p.add_argument(
         "--skip-paths", action="store_true", help="only the whole-run comparison on the CPU"
     )
