@@ -12,7 +12,19 @@ Prints images per second per member for
 
 on the CPU and, when there is one, on the GPU; with the ratios to the authors' design, and the
 time the paper's Table 1 protocol (3 backbones, modules A and B, K = 3, 250 epochs, RSNA sizes)
-would take at that speed. Run: ``python benchmarks/bench_training.py [--images 1024] [--epochs 1]``.
+would take at that speed.
+
+Then, side by side in the same run, **a whole run's training** on the CPU: ddadlib's
+(modules B on Dn and A on Dn + Du together, K = 3, fp32, the members in parallel worker
+processes as :func:`ddadlib.devices.cpu_plan` chooses them) against the authors' design (the six
+members one after the other through a DataLoader with one worker, torch's default threads: one
+per core), on the same images and epochs; it prints the ratio, and the machine's load average
+(on a shared machine both suffer, the authors' design with its several threads far more;
+``--authors-threads 1`` gives it one thread). ddadlib's time includes starting its worker
+processes (seconds; more on a busy machine), which a run of many epochs amortises.
+
+Run: ``python benchmarks/bench_training.py [--images 1024] [--epochs 1] [--dn 512 --du 512
+--run-epochs 5] [--skip-paths]``.
 """
 
 from __future__ import annotations
@@ -139,6 +151,51 @@ def bench(device: torch.device, n: int, k: int, epochs: int) -> None:
         print(f"{name:<42}{rate / k:>14.0f}{rate / base:>11.2f}x{_fmt(table1):>16}")
 
 
+def full_run(dn: int, du: int, k: int, epochs: int, authors_threads: int | None = None) -> None:
+    """A whole run's training (modules B and A) by ddadlib and by the authors' design (with
+    ``authors_threads`` torch threads; default torch's: one per core)."""
+    import os
+
+    from ddadlib.devices import available_cores, cpu_plan
+    from ddadlib.models.parallel import ModuleJob, train_ensembles
+
+    raw = generate_synthetic(dn + du, size=64, seed=1).images
+    images = torch.from_numpy(raw).float().div(127.5).sub(1.0)[:, None]
+    plan = cpu_plan(tasks=2 * k)  # as for a run of many epochs (a short one gets 1 worker)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"\nwhole run on the CPU: module B on Dn {dn:,}, module A on Dn + Du {dn + du:,}, "
+        f"K = {k}, {epochs} epoch(s), fp32; 64x64; load average {load:.1f} on "
+        f"{available_cores()} cores at the start"
+    )
+    jobs = [
+        ModuleJob(images[:dn], EnsembleConfig(k=k, epochs=epochs, module="B")),
+        ModuleJob(images, EnsembleConfig(k=k, epochs=epochs, module="A")),
+    ]
+    t0 = time.perf_counter()
+    train_ensembles(jobs, workers=plan.workers, threads=plan.threads, progress=False)
+    ours_s = time.perf_counter() - t0
+    print(f"  ddadlib ({plan.describe().split(': ', 1)[1].split(' (')[0]}): {ours_s:.1f} s")
+    old = torch.get_num_threads()
+    theirs_threads = authors_threads or available_cores()  # torch's default: one per core
+    torch.set_num_threads(theirs_threads)
+    try:
+        t0 = time.perf_counter()
+        authors_design(raw[:dn], k, epochs, torch.device("cpu"))
+        authors_design(raw, k, epochs, torch.device("cpu"))
+        theirs_s = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(old)
+    print(
+        f"  authors' design ({theirs_threads} threads, DataLoader with 1 worker): {theirs_s:.1f} s"
+    )
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"  speed-up: {theirs_s / ours_s:.2f}x the authors' design "
+        f"(load average {load:.1f} at the end)"
+    )
+
+
 def _fmt(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
@@ -149,6 +206,18 @@ def main() -> None:
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--devices", nargs="*", default=None, help="default: cpu and cuda if present")
+    p.add_argument("--dn", type=int, default=512, help="whole run: Dn (default 512)")
+    p.add_argument("--du", type=int, default=512, help="whole run: Du (default 512)")
+    p.add_argument("--run-epochs", type=int, default=5, help="whole run: epochs (default 5)")
+    p.add_argument(
+        "--skip-paths", action="store_true", help="only the whole-run comparison on the CPU"
+    )
+    p.add_argument(
+        "--authors-threads",
+        type=int,
+        default=None,
+        help="whole run: torch threads of the authors' design (default torch's, one per core)",
+    )
     args = p.parse_args()
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     print(
@@ -156,8 +225,10 @@ def main() -> None:
         "images); 'Table 1 (est.)' extrapolates that rate to the paper's Table 1 protocol "
         f"({TABLE1_MEMBER_IMAGES / 1e6:.1f}M member-images)"
     )
-    for d in devices:
-        bench(torch.device(d), args.images, args.k, args.epochs)
+    if not args.skip_paths:
+        for d in devices:
+            bench(torch.device(d), args.images, args.k, args.epochs)
+    full_run(args.dn, args.du, args.k, args.run_epochs, args.authors_threads)
 
 
 if __name__ == "__main__":

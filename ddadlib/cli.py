@@ -262,7 +262,30 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int) -> None:
         default="auto",
         help="training precision (default auto = fp32)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_cpu_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no time estimate")
+
+
+#: More workers or threads than this is a typo, not a machine.
+MAX_CPU_WORKERS = 1024
+
+
+def _add_cpu_options(p: argparse.ArgumentParser) -> None:
+    """``--workers`` and ``--threads`` of a training on the CPU (ddadlib.devices.cpu_plan)."""
+    p.add_argument(
+        "--workers",
+        type=int_range(1, MAX_CPU_WORKERS),
+        default=None,
+        help="CPU: processes that train the networks in parallel (default: one per core; "
+        "1: one process); ignored on a GPU",
+    )
+    p.add_argument(
+        "--threads",
+        type=int_range(1, MAX_CPU_WORKERS),
+        default=None,
+        help="CPU: torch threads per worker (default: from the cores that are free, so that "
+        "workers x threads stays within the cores)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -563,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--device", type=device_name, default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu"
     )
+    _add_cpu_options(demo)
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
 
     rp = sub.add_parser(
@@ -769,7 +793,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         device=args.device,
         precision=args.precision,
     )
-    train_run(args.out, cfg, progress=not args.quiet)
+    train_run(args.out, cfg, progress=not args.quiet, workers=args.workers, threads=args.threads)
     print(f"next: ddad evaluate --run {args.out}")
 
 
@@ -914,7 +938,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
         **demo.training(),
     )
     run = args.out / run_name(args.backbone, demo.ar, args.seed, epochs, cfg.k, cfg.n_unlabeled)
-    train_run(run, cfg, progress=not args.quiet)
+    train_run(run, cfg, progress=not args.quiet, workers=args.workers, threads=args.threads)
     metrics = evaluate_run(run, out=args.out)
     print(
         f"\nDDAD ({args.backbone}) on {DEMO_SETS[args.data]}, AR {demo.ar}, "

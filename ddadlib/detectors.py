@@ -26,20 +26,16 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from ddadlib.devices import pick_device, pick_precision, to_tensor
+from ddadlib.devices import CpuPlan, cpu_plan, pick_device, pick_precision, to_tensor, torch_threads
 from ddadlib.errors import ConfigError, DataError
 from ddadlib.fileio import atomic_write
 from ddadlib.models.asr import REFINER_INPUTS, ASRConfig, ASRNet, train_asr
 from ddadlib.models.backbones import AE, BACKBONES, LATENT
 from ddadlib.models.checkpoints import check_finite_weights, nonfinite_members, read_torch_file
-from ddadlib.models.ensemble import (
-    EnsembleConfig,
-    TrainResult,
-    build_members,
-    train_ensemble,
-)
+from ddadlib.models.ensemble import EnsembleConfig, build_members
 from ddadlib.models.fanogan import FAnoGAN as FAnoGANNetwork
 from ddadlib.models.fanogan import train_fanogan
+from ddadlib.models.parallel import ModuleJob, train_ensembles
 from ddadlib.paper import (
     ASR_BATCH_SIZE,
     ASR_EPOCHS,
@@ -59,7 +55,7 @@ MODEL_VERSION = 1
 #: The settings that define what trains (the rest say where and how fast).
 HYPERPARAMETERS = ("backbone", "k", "epochs", "batch_size", "lr", "seed", "latent")
 #: The settings every detector takes (its constructor's keywords, in ``model.pt``'s order).
-PARAMS = (*HYPERPARAMETERS, "device", "precision", "vectorised", "progress")
+PARAMS = (*HYPERPARAMETERS, "device", "precision", "vectorised", "progress", "workers", "threads")
 
 Images = np.ndarray | torch.Tensor
 
@@ -127,6 +123,8 @@ class _Detector:
         vectorised: bool | None = None,
         progress: bool = True,
         latent: int = LATENT,
+        workers: int | None = None,
+        threads: int | None = None,
     ) -> None:
         self.backbone = backbone
         self.k = k
@@ -139,6 +137,8 @@ class _Detector:
         self.vectorised = vectorised
         self.progress = progress
         self.latent = latent
+        self.workers = workers
+        self.threads = threads
 
     # -- settings --------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -155,6 +155,10 @@ class _Detector:
             raise ConfigError("epochs >= 1, batch_size >= 2 and a finite lr > 0 are required")
         if isinstance(self.latent, bool) or not isinstance(self.latent, int) or self.latent < 1:
             raise ConfigError(f"latent must be a whole number of at least 1 (got {self.latent!r})")
+        for name in ("workers", "threads"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a whole number of at least 1; got {value!r}")
 
     def _start_fit(self, normal: Images) -> torch.Tensor:
         self._check_params()
@@ -164,6 +168,15 @@ class _Detector:
         self.size_ = int(dn.shape[-1])
         self.history_: dict[str, Any] = {}
         return dn
+
+    def _cpu_plan(self, tasks: int, work: int) -> CpuPlan | None:
+        """The workers and threads of a training of ``work`` member-images on the CPU
+        (:func:`ddadlib.devices.cpu_plan`, recorded in ``history_["cpu"]``); None on a GPU."""
+        if self.device_.type != "cpu":
+            return None
+        plan = cpu_plan(self.workers, self.threads, tasks=tasks, work=work)
+        self.history_["cpu"] = plan.to_dict()
+        return plan
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "module_b_"):
@@ -334,7 +347,11 @@ class DDAD(_Detector):
     (0.5, 0.999) as in the authors' code, batch 64, 250 epochs, K = 3. ``seed`` sets every
     member's initialisation and data order. ``device="auto"`` takes CUDA, then MPS, then the CPU;
     ``precision="auto"`` is float32. ``vectorised=None`` trains the K members as one vectorised
-    model on CUDA and one after the other elsewhere (see :mod:`ddadlib.models.ensemble`).
+    model on CUDA and one after the other elsewhere (see :mod:`ddadlib.models.ensemble`). On a
+    CPU, ``workers`` processes of ``threads`` torch threads train the members of both modules in
+    parallel (:mod:`ddadlib.models.parallel`; default :func:`ddadlib.devices.cpu_plan`: one
+    worker per core; ``workers=1``: in this process). A script that trains with several workers
+    starts under ``if __name__ == "__main__":``, as Python's ``spawn`` requires.
     ``latent`` is the size of the backbone's code (the authors' 16 by default).
     """
 
@@ -379,12 +396,8 @@ class DDAD(_Detector):
         """
         dn = self._start_fit(normal)
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        if module_b is not None:
-            if len(module_b) != self.k:
-                raise ValueError(f"module_b has {len(module_b)} members, k is {self.k}")
-            self.module_b_ = [m.to(self.device_).eval() for m in module_b]
-        else:
-            self.module_b_ = self._train("B", dn, ckpt)
+        if module_b is not None and len(module_b) != self.k:
+            raise ValueError(f"module_b has {len(module_b)} members, k is {self.k}")
         if unlabeled is None or len(unlabeled) == 0:
             du = dn[:0]
         else:
@@ -393,25 +406,43 @@ class DDAD(_Detector):
                 raise ValueError(
                     f"unlabeled images are {du.shape[-1]} pixels, normal images {self.size_}"
                 )
-        self.module_a_ = self._train("A", torch.cat([dn, du]), ckpt)
-        return self
-
-    def _train(self, module: str, images: torch.Tensor, ckpt: Path | None) -> list[AE]:
-        result: TrainResult = train_ensemble(
-            images,
-            self.module_config(module, self.size_),
+        # B does not depend on Du: both modules train together (their members in parallel
+        # worker processes on a CPU, see ddadlib.models.parallel)
+        jobs = [] if module_b is not None else [("B", dn)]
+        jobs.append(("A", torch.cat([dn, du])))
+        plan = self._cpu_plan(
+            tasks=self.k * len(jobs), work=self.k * self.epochs * sum(len(x) for _, x in jobs)
+        )
+        results = train_ensembles(
+            [
+                ModuleJob(
+                    images,
+                    self.module_config(module, self.size_),
+                    checkpoint=ckpt / f"{module}.ckpt" if ckpt is not None else None,
+                )
+                for module, images in jobs
+            ],
+            workers=plan.workers if plan is not None else 1,
+            threads=plan.threads if plan is not None else None,
             vectorised=self.vectorised,
-            checkpoint=ckpt / f"{module}.ckpt" if ckpt is not None else None,
             progress=self.progress,
         )
-        self.history_[module] = {
-            "losses": result.losses,
-            "seconds": result.seconds,
-            "resumed_from_epoch": result.resumed_from,
-            "path": result.path,
-            "n_images": int(images.shape[0]),
-        }
-        return result.members
+        trained = {}
+        for (module, images), result in zip(jobs, results):
+            self.history_[module] = {
+                "losses": result.losses,
+                "seconds": result.seconds,
+                "resumed_from_epoch": result.resumed_from,
+                "path": result.path,
+                "n_images": int(images.shape[0]),
+            }
+            trained[module] = result.members
+        if module_b is not None:
+            self.module_b_ = [m.to(self.device_).eval() for m in module_b]
+        else:
+            self.module_b_ = trained["B"]
+        self.module_a_ = trained["A"]
+        return self
 
     # -- scoring ---------------------------------------------------------------------------
     def _maps_of(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -484,17 +515,19 @@ class FAnoGAN(_Detector):
         ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / "fanogan.ckpt"
         if ckpt is not None:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
+        plan = self._cpu_plan(tasks=1, work=0)
         t0 = time.perf_counter()
-        net = train_fanogan(
-            dn,
-            epochs=self.epochs,
-            seed=self.seed,
-            encoder_lr=self.lr,
-            batch_size=self.batch_size,
-            precision=self.precision_,
-            checkpoint=ckpt,
-            progress=self.progress,
-        )
+        with torch_threads(plan.threads if plan is not None else None):
+            net = train_fanogan(
+                dn,
+                epochs=self.epochs,
+                seed=self.seed,
+                encoder_lr=self.lr,
+                batch_size=self.batch_size,
+                precision=self.precision_,
+                checkpoint=ckpt,
+                progress=self.progress,
+            )
         self.history_["B"] = {
             "losses": net.history,
             "seconds": time.perf_counter() - t0,

@@ -69,13 +69,15 @@ class EnsembleConfig:
         return d
 
 
+def build_member(cfg: EnsembleConfig, k: int) -> AE:
+    """Member ``k`` freshly initialised, from its own seed."""
+    with torch_seed(derive_seed(cfg.seed, cfg.module, k, "init")):
+        return build_backbone(cfg.backbone, cfg.size, cfg.latent)
+
+
 def build_members(cfg: EnsembleConfig) -> list[AE]:
     """The K freshly initialised members, each from its own seed."""
-    members = []
-    for k in range(cfg.k):
-        with torch_seed(derive_seed(cfg.seed, cfg.module, k, "init")):
-            members.append(build_backbone(cfg.backbone, cfg.size, cfg.latent))
-    return members
+    return [build_member(cfg, k) for k in range(cfg.k)]
 
 
 def batch_starts(n: int, batch_size: int) -> list[int]:
@@ -88,7 +90,47 @@ def batch_starts(n: int, batch_size: int) -> list[int]:
 
 
 def _adam(params, cfg: EnsembleConfig) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
+    params = list(params)
+    # the fused kernel: one pass over the weights instead of a dozen (about 4x faster on a CPU,
+    # a fifth of a training step); the same update up to float rounding
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
+
+
+def _laid_out_as(p: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``value`` on ``p``'s device in ``p``'s memory layout: the fused Adam kernel walks a
+    weight and its moments as flat arrays, so a checkpoint written by the other path (channels-
+    last on one, stacked on the other) must be laid out as the weight it belongs to."""
+    out = torch.empty_like(p, memory_format=torch.preserve_format)
+    out.copy_(value)
+    return out
+
+
+def member_epoch(
+    m: AE,
+    opt: torch.optim.Optimizer,
+    images: torch.Tensor,
+    order: torch.Tensor,
+    cfg: EnsembleConfig,
+    channels_last: bool,
+) -> torch.Tensor:
+    """One epoch of one member in the image ``order``; its mean loss over the batches. Both the
+    sequential path and the parallel workers (:mod:`ddadlib.models.parallel`) train with it, so
+    a member sees the same operations in the same order on either."""
+    starts = batch_starts(images.shape[0], cfg.batch_size)
+    total = torch.zeros((), device=images.device)
+    for s in starts:
+        x = images[order[s : s + cfg.batch_size]]
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(images.device, cfg.precision):
+            out = m(x)
+        loss = m.loss(x, {key: v.float() for key, v in out.items()})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.detach()
+    return total / max(len(starts), 1)
 
 
 class _Sequential:
@@ -104,22 +146,11 @@ class _Sequential:
     def epoch(
         self, images: torch.Tensor, orders: torch.Tensor, tick: Callable[[int], None]
     ) -> torch.Tensor:
-        starts = batch_starts(images.shape[0], self.cfg.batch_size)
-        losses = torch.zeros(len(self.members), device=self.device)
+        losses = []
         for k, (m, opt) in enumerate(zip(self.members, self.opts)):
-            for s in starts:
-                x = images[orders[k, s : s + self.cfg.batch_size]]
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast(self.device, self.cfg.precision):
-                    out = m(x)
-                loss = m.loss(x, {key: v.float() for key, v in out.items()})
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses[k] += loss.detach()
+            losses.append(member_epoch(m, opt, images, orders[k], self.cfg, self.channels_last))
             tick(1)
-        return losses / max(len(starts), 1)
+        return torch.stack(losses)
 
     def adam_states(self) -> list[dict]:
         out = []
@@ -137,7 +168,7 @@ class _Sequential:
             for name, p in m.named_parameters():
                 if name in state:
                     opt.state[p] = {
-                        key: v.to(p.device) if key != "step" else v
+                        key: _laid_out_as(p, v) if key != "step" else v
                         for key, v in state[name].items()
                     }
 
@@ -201,7 +232,7 @@ class _Vectorised:
                 continue
             st = {"step": states[0][name]["step"]}
             for key in ("exp_avg", "exp_avg_sq"):
-                st[key] = torch.stack([s[name][key] for s in states]).to(p.device)
+                st[key] = _laid_out_as(p, torch.stack([s[name][key] for s in states]))
             self.opt.state[p] = st
 
     def trained(self) -> list[AE]:
@@ -211,7 +242,7 @@ class _Vectorised:
         return [m.eval() for m in self.template]
 
 
-def _checkpoint_blob(trainer, epoch: int, cfg: EnsembleConfig) -> dict:
+def checkpoint_blob(trainer, epoch: int, cfg: EnsembleConfig) -> dict:
     """The training state after ``epoch`` epochs, as copies on the CPU."""
     members = [
         {n: v.detach().to("cpu", copy=True) for n, v in m.state_dict().items()}
@@ -221,6 +252,12 @@ def _checkpoint_blob(trainer, epoch: int, cfg: EnsembleConfig) -> dict:
         {n: {key: v.cpu() for key, v in st.items()} for n, st in s.items()}
         for s in trainer.adam_states()
     ]
+    return make_checkpoint(cfg, epoch, members, adam)
+
+
+def make_checkpoint(cfg: EnsembleConfig, epoch: int, members: list[dict], adam: list[dict]) -> dict:
+    """A module's checkpoint after ``epoch`` epochs: its members' weights and Adam states (CPU
+    copies), in the one format that every training path writes and reads."""
     return {
         "version": CHECKPOINT_VERSION,
         "config": cfg.to_dict(),
@@ -241,6 +278,46 @@ def _current_members(trainer) -> list[nn.Module]:
             out.append(m)
         return out
     return trainer.members
+
+
+def module_title(cfg: EnsembleConfig) -> str:
+    """How messages and progress bars name a module, e.g. ``module B (ae, 3 members)``."""
+    return f"module {cfg.module} ({cfg.backbone}, {cfg.k} members)"
+
+
+def check_losses(
+    epoch_losses: list[float], epoch: int, cfg: EnsembleConfig, ckpt: Path | None
+) -> None:
+    """A :class:`TrainingError` naming the members whose loss in ``epoch`` is not finite."""
+    bad = [k + 1 for k, v in enumerate(epoch_losses) if not math.isfinite(v)]
+    if bad:
+        kept = f"; the checkpoint {ckpt} of an earlier epoch is kept" if ckpt else ""
+        raise TrainingError(
+            f"{module_title(cfg)}: the loss of member(s) {bad} is {epoch_losses} in epoch "
+            f"{epoch + 1}: training diverged. Try a lower learning rate (now {cfg.lr}) or "
+            f"float32 (now {cfg.precision}), and check the images for NaN{kept}"
+        )
+
+
+def start_trainer(images: torch.Tensor, cfg: EnsembleConfig, ckpt: Path | None, kind: type):
+    """A trainer of ``kind`` for module ``cfg`` on ``images``, resumed from the checkpoint
+    ``ckpt`` when there is one; with the epoch it starts from."""
+    n = images.shape[0]
+    if n < 2:
+        raise TrainingError(f"module {cfg.module}: cannot train on {n} image(s)")
+    if cfg.size != images.shape[-1]:
+        raise ValueError(f"config size {cfg.size} but images are {images.shape[-1]} pixels")
+    members = build_members(cfg)
+    start = 0
+    blob = load_checkpoint(ckpt, cfg.to_dict()) if ckpt is not None and ckpt.exists() else None
+    if blob is not None:
+        for m, sd in zip(members, blob["members"]):
+            m.load_state_dict(sd)
+        start = blob["epoch"]
+    trainer = kind(members, cfg, images.device)
+    if blob is not None:
+        trainer.load_adam_states(blob["adam"])
+    return trainer, start
 
 
 @dataclass
@@ -275,25 +352,13 @@ def train_ensemble(
     """
     device = images.device
     n = images.shape[0]
-    if n < 2:
-        raise TrainingError(f"module {cfg.module}: cannot train on {n} image(s)")
-    if cfg.size != images.shape[-1]:
-        raise ValueError(f"config size {cfg.size} but images are {images.shape[-1]} pixels")
     if vectorised is None:
         vectorised = device.type == "cuda"
-    members = build_members(cfg)
-    start, losses = 0, []
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    blob = load_checkpoint(ckpt, cfg.to_dict()) if ckpt is not None and ckpt.exists() else None
-    if blob is not None:
-        for m, sd in zip(members, blob["members"]):
-            m.load_state_dict(sd)
-        start = blob["epoch"]
-    trainer = (_Vectorised if vectorised else _Sequential)(members, cfg, device)
-    if blob is not None:
-        trainer.load_adam_states(blob["adam"])
+    trainer, start = start_trainer(images, cfg, ckpt, _Vectorised if vectorised else _Sequential)
+    losses: list[list[float]] = []
     t0 = time.perf_counter()
-    what = f"module {cfg.module} ({cfg.backbone}, {cfg.k} members)"
+    what = module_title(cfg)
     # one step of the bar is one member's epoch, so members and epochs both show
     # without an explicit disable, tqdm's TQDM_DISABLE environment variable still applies
     bar = tqdm(
@@ -315,14 +380,7 @@ def train_ensemble(
             ).to(device)
             bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs}")
             epoch_losses = trainer.epoch(images, orders, bar.update).tolist()
-            bad = [k + 1 for k, v in enumerate(epoch_losses) if not math.isfinite(v)]
-            if bad:
-                kept = f"; the checkpoint {ckpt} of an earlier epoch is kept" if ckpt else ""
-                raise TrainingError(
-                    f"{what}: the loss of member(s) {bad} is {epoch_losses} in epoch {epoch + 1}: "
-                    f"training diverged. Try a lower learning rate (now {cfg.lr}) or "
-                    f"float32 (now {cfg.precision}), and check the images for NaN{kept}"
-                )
+            check_losses(epoch_losses, epoch, cfg, ckpt)
             losses.append(epoch_losses)
             bar.set_postfix_str(
                 f"epoch {epoch + 1}/{cfg.epochs}, loss {sum(epoch_losses) / len(epoch_losses):.4g}"
@@ -330,7 +388,7 @@ def train_ensemble(
             if on_epoch is not None:
                 on_epoch(epoch, epoch_losses)
             saver.epoch_done(
-                partial(_checkpoint_blob, trainer, epoch + 1, cfg), final=epoch + 1 == cfg.epochs
+                partial(checkpoint_blob, trainer, epoch + 1, cfg), final=epoch + 1 == cfg.epochs
             )
     except KeyboardInterrupt:
         # Ctrl-C (or SIGTERM, which the command line maps to it) keeps the finished epochs.

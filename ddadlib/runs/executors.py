@@ -114,6 +114,10 @@ class Executor:
     slots: int = 1
     #: whether tasks run in this process (their log lines and progress bars are this process's)
     live: bool = False
+    #: the CPU plan each task trains with (``workers``/``threads`` of :func:`~ddadlib.runs.
+    #: grid.ensure_run`): empty means the machine's plan (:func:`ddadlib.devices.cpu_plan`); a
+    #: task that shares the machine with others trains in its own process, with its own threads
+    task_cpu: dict[str, int] = {}
 
     def submit(self, task: Task, log: Log) -> cf.Future:
         """Start ``task``; a future of its :class:`Outcome`."""
@@ -151,6 +155,7 @@ class ProcessExecutor(Executor):
         if jobs < 1 or threads < 1:
             raise ConfigError(f"jobs and threads must be at least 1 (got {jobs}, {threads})")
         self.slots, self.threads = int(jobs), int(threads)
+        self.task_cpu = {"workers": 1, "threads": self.threads}
         self._pool: cf.ProcessPoolExecutor | None = None
 
     def submit(self, task: Task, log: Log) -> cf.Future:
@@ -205,6 +210,7 @@ class RayExecutor(Executor):
             )
         self.ray, self.address = ray, address
         self.cpus, self.gpus = float(cpus_per_task), float(gpus_per_task)
+        self.task_cpu = {"workers": 1, "threads": max(1, int(self.cpus))}
         self._started = False
         self._refs: list = []
         self._remote = None

@@ -257,6 +257,7 @@ def reproduce(
                     precision=precision,
                     n_boot=n_boot,
                     progress=progress,
+                    **executor.task_cpu,
                 ),
                 # the runs that differ only in AR and M share module B: the first trains it
                 group=(spec["backbone"], spec["seed"], ep) if ddad else None,

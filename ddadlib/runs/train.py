@@ -13,6 +13,7 @@ import torch
 
 from ddadlib.data.dataset import PreparedDataset
 from ddadlib.detectors import HYPERPARAMETERS, Detector, make_detector
+from ddadlib.devices import cpu_plan
 from ddadlib.errors import DataError
 from ddadlib.fileio import atomic_write_json, stale_temp_files
 from ddadlib.runs.config import (
@@ -110,9 +111,15 @@ def train_run(
     *,
     progress: bool = True,
     vectorised: bool | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
     log: Log = print,
 ) -> Detector:
     """Train (or resume, or reuse) the run ``cfg`` in folder ``run``; return the model.
+
+    On a CPU, ``workers`` processes of ``threads`` torch threads train (None: as
+    :func:`ddadlib.devices.cpu_plan` chooses; the choice is logged in one line and recorded in
+    ``config.json``'s provenance and ``train_log.json``, not in what defines the run).
 
     The folder is locked while training (a second process is refused). ``config.json`` is
     written once the data has been checked; a run that never trained (no checkpoint, no model)
@@ -130,7 +137,7 @@ def train_run(
     run.mkdir(parents=True, exist_ok=True)
     try:
         with run_lock(run):
-            return _train_locked(run, cfg, progress, vectorised, log)
+            return _train_locked(run, cfg, progress, vectorised, (workers, threads), log)
     except BaseException:
         # a run that failed before it started leaves no folder behind
         if created and all(p.name == LOCK_FILE for p in run.iterdir()):
@@ -139,7 +146,12 @@ def train_run(
 
 
 def _train_locked(
-    path: Path, cfg: RunConfig, progress: bool, vectorised: bool | None, log: Log
+    path: Path,
+    cfg: RunConfig,
+    progress: bool,
+    vectorised: bool | None,
+    cpu: tuple[int | None, int | None],
+    log: Log,
 ) -> Detector:
     remove_stale_temp_files(path, log)
     run = Run(path)
@@ -195,6 +207,17 @@ def _train_locked(
         except DataError as exc:
             log(f"module B: not reusing the one of {source.path} ({exc}); training it")
     n_u = len(cfg.du_ids)
+    plan = None
+    if cfg.device == "cpu" and not vectorised:
+        modules = [cfg.dn_size or len(normal)]
+        if model.uses_unlabeled:
+            modules = modules[:0] if "module_b" in fit_extra else modules
+            modules.append(len(normal) + n_u)
+        plan = cpu_plan(*cpu, tasks=cfg.k * len(modules), work=cfg.k * cfg.epochs * sum(modules))
+        model.workers, model.threads = plan.workers, plan.threads
+        cfg = cfg.replace(provenance={**cfg.provenance, "cpu": plan.to_dict()})
+        atomic_write_json(run.config_path, cfg.to_dict())
+        log(plan.describe())
     log(
         f"training {cfg.backbone} on {cfg.device} ({cfg.precision}): "
         f"module B on Dn ({cfg.dn_size:,} images)"
@@ -210,6 +233,7 @@ def _train_locked(
     log_entry = {
         "seconds": round(time.perf_counter() - t0, 2),
         "torch_threads": torch.get_num_threads(),
+        "cpu": plan.to_dict() if plan is not None else None,
         "modules": model.history_,
         "module_b_from": str(source.path) if "module_b" in fit_extra else None,
         # after a resume, "seconds" counts the last session only
