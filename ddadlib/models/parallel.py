@@ -155,7 +155,11 @@ def seconds_per_step(job: ModuleJob, steps: int = 2) -> float:
     warm-up step); the run's members, seeds and random streams are not touched."""
     cfg, images = job.cfg, job.images
     with torch_seed(0):
-        m = build_backbone(cfg.backbone, cfg.size, cfg.latent).to(memory_format=torch.channels_last).train()
+        m = (
+            build_backbone(cfg.backbone, cfg.size, cfg.latent)
+            .to(memory_format=torch.channels_last)
+            .train()
+        )
     opt = _adam(m.parameters(), cfg)
     first = min(images.shape[0], cfg.batch_size)
     member_epoch(m, opt, images[:first], torch.arange(first), cfg, True)  # warm-up
