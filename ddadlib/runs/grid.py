@@ -79,12 +79,15 @@ def ensure_run(
     n_boot: int = 1000,
     figures: bool = False,
     progress: bool = True,
+    workers: int | None = None,
+    threads: int | None = None,
     log: Log = print,
 ) -> Path:
     """Train (or resume, or reuse) and evaluate one run in ``root``; return its folder.
 
     Nothing is trained or scored again when the folder already holds it. The run's Du is
-    drawn with ``seed``; Dn and the test split are the dataset's own.
+    drawn with ``seed``; Dn and the test split are the dataset's own. ``workers`` and
+    ``threads``: the CPU plan of the training (:func:`~ddadlib.runs.train.train_run`).
     """
     if n_unlabeled is None and detector_for(backbone).uses_unlabeled:
         n_unlabeled = table_unlabeled(data, ar)
@@ -112,7 +115,8 @@ def ensure_run(
                 "not reused: pass the settings it was made with, or another folder"
             )
         return run.path
-    train_run(run.path, cfg, progress=progress, log=log)  # reuses it, resumes it or refuses
+    # reuses it, resumes it or refuses
+    train_run(run.path, cfg, progress=progress, workers=workers, threads=threads, log=log)
     evaluate_run(run.path, n_boot=n_boot, figures=figures, device=device, log=log)
     return run.path
 
