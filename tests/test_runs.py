@@ -170,19 +170,21 @@ def test_interrupted_run_resumes_from_its_checkpoints(tiny_synthetic, tmp_path, 
     cfg = run_config(
         tiny_synthetic, k=2, epochs=2, ar=0.5, n_unlabeled=10, seed=3, device="cpu", **quiet
     )
-    real_train = DDAD._train
+    import ddadlib.detectors as detectors
 
-    def stop_before_module_a(self, module, images, ckpt):
-        if module == "A":
-            raise KeyboardInterrupt
-        return real_train(self, module, images, ckpt)
+    real_train = detectors.train_ensembles
 
-    monkeypatch.setattr(DDAD, "_train", stop_before_module_a)
+    def stop_before_module_a(jobs, **kwargs):
+        # module B finishes (and leaves its checkpoint), then the run is stopped before A ends
+        real_train([job for job in jobs if job.cfg.module == "B"], **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(detectors, "train_ensembles", stop_before_module_a)
     with pytest.raises(KeyboardInterrupt):
         train_run(tmp_path / "r", cfg, progress=False, **quiet)
     assert (tmp_path / "r" / "checkpoints" / "B.ckpt").exists()
     assert not (tmp_path / "r" / "model.pt").exists()
-    monkeypatch.setattr(DDAD, "_train", real_train)
+    monkeypatch.setattr(detectors, "train_ensembles", real_train)
     lines = []
     train_run(tmp_path / "r", cfg, progress=False, log=lines.append)
     assert any("resuming" in line for line in lines)
