@@ -269,9 +269,7 @@ class _Detector:
             ),
             "history": self.history_,
         }
-        buf = io.BytesIO()
-        torch.save(blob, buf)
-        atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+        _save_blob(path, blob)
         return path
 
     @classmethod
@@ -338,6 +336,13 @@ class _Detector:
             f"{k}={v!r}" for k, v in self.get_params().items() if k not in ("progress",)
         )
         return f"{type(self).__name__}({shown})"
+
+
+def _save_blob(path: Path, blob: dict) -> None:
+    """Write a model file (``torch.save`` of ``blob``) atomically."""
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
 
 
 class DDAD(_Detector):
@@ -762,9 +767,7 @@ class Refiner:
             "asr": state,
             "history": self.history_,
         }
-        buf = io.BytesIO()
-        torch.save(blob, buf)
-        atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+        _save_blob(path, blob)
         return path
 
     @classmethod

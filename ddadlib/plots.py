@@ -51,6 +51,20 @@ _CAPTION_COLOR = "0.1"
 _MAX_COLS = 8
 
 
+def _draw_box(ax, bx) -> None:
+    """A bounding box (pixel ``x``, ``y``, ``w``, ``h``) as an outline on an image axis."""
+    ax.add_patch(
+        Rectangle(
+            (float(bx.x) - 0.5, float(bx.y) - 0.5),
+            float(bx.w),
+            float(bx.h),
+            fill=False,
+            edgecolor=_BOX_COLOR,
+            linewidth=1.0,
+        )
+    )
+
+
 def _tint(color: str, strength: float = 0.3) -> tuple[float, float, float, float]:
     """``color`` mixed with white: an opaque light background that dark text reads on."""
     r, g, b, _ = to_rgba(color)
@@ -177,16 +191,7 @@ def plot_sample_grid(
             box_labels = []
             if boxes is not None and boxes[i]:
                 for bx in boxes[i]:
-                    ax.add_patch(
-                        Rectangle(
-                            (float(bx.x) - 0.5, float(bx.y) - 0.5),
-                            float(bx.w),
-                            float(bx.h),
-                            fill=False,
-                            edgecolor=_BOX_COLOR,
-                            linewidth=1.0,
-                        )
-                    )
+                    _draw_box(ax, bx)
                     if getattr(bx, "label", ""):
                         box_labels.append(str(bx.label))
             ax.set_xlim(-0.5, w - 0.5)
@@ -519,16 +524,7 @@ def plot_score_maps(
             ax.set_xlim(-0.5, w - 0.5)
             ax.set_ylim(h - 0.5, -0.5)
         for bx in (boxes[r] or []) if boxes is not None else []:
-            ax.add_patch(
-                Rectangle(
-                    (float(bx.x) - 0.5, float(bx.y) - 0.5),
-                    float(bx.w),
-                    float(bx.h),
-                    fill=False,
-                    edgecolor=_BOX_COLOR,
-                    linewidth=1.0,
-                )
-            )
+            _draw_box(ax, bx)
         name = _short_id(str(ids[r])) if ids is not None else f"#{r}"
         color = "0.1"
         if labs is not None:
