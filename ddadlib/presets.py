@@ -9,14 +9,15 @@ in when no dataset is given. :data:`PRESETS` holds them all:
 - ``class``: a class on a 2-core laptop: the bundled real X-rays (Kermany) at 64x64, 30 epochs
   (AE-U 50: fewer leave it behind the AE), an ablation at AR 0, 0.6 and 1, AE and AE-U.
 
-The refinement (ASR-Net, ``refine_epochs``) trains the journal's 100 epochs except in
-``quick`` (1), ``class`` (2) and ``cpu`` (5): its 128-channel convolutions at 64x64 took about
-0.3 s per image and epoch (training step) on one busy CPU core of our test machine, so the
-journal's 100 epochs over Dn are work for a GPU.
 - ``demo``: ``ddad demo``: 40 epochs on the bundled X-rays (or the synthetic set), M = 500.
 - ``cpu``: ``ddad reproduce`` on a CPU: 20 epochs (f-AnoGAN 100), seeds 0, 1, 2.
 - ``paper`` and ``full``: the paper's protocol (250 epochs, M of 4,000, seeds 0, 1, 2), for a
   GPU; ``full`` is the course's name for it, on the bundled real X-rays (whose pools allow M = 500).
+
+The refinement (ASR-Net, ``refine_epochs``) trains the journal's 100 epochs except in
+``quick`` (1), ``class`` (2) and ``cpu`` (5): its 128-channel convolutions at 64x64 took about
+0.3 s per image and epoch (training step) on one busy CPU core of our test machine, so the
+journal's 100 epochs over Dn are work for a GPU.
 
 The numbers of the paper itself live in :mod:`ddadlib.paper`; presets take their defaults there.
 """
