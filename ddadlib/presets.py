@@ -8,7 +8,6 @@ in when no dataset is given. :data:`PRESETS` holds them all:
 - ``quick``: a smoke test (CI): 32x32 synthetic images, 5 epochs, one seed. Numbers mean nothing.
 - ``class``: a class on a 2-core laptop: the bundled real X-rays (Kermany) at 64x64, 30 epochs
   (AE-U 50: fewer leave it behind the AE), an ablation at AR 0, 0.6 and 1, AE and AE-U.
-
 - ``demo``: ``ddad demo``: 40 epochs on the bundled X-rays (or the synthetic set), M = 500.
 - ``cpu``: ``ddad reproduce`` on a CPU: 20 epochs (f-AnoGAN 100), seeds 0, 1, 2.
 - ``paper`` and ``full``: the paper's protocol (250 epochs, M of 4,000, seeds 0, 1, 2), for a
