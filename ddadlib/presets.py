@@ -7,16 +7,17 @@ in when no dataset is given. :data:`PRESETS` holds them all:
 
 - ``quick``: a smoke test (CI): 32x32 synthetic images, 5 epochs, one seed. Numbers mean nothing.
 - ``class``: a class on a 2-core laptop: the bundled real X-rays (Kermany) at 64x64, 30 epochs
-  (AE-U 50: fewer leave it behind the AE), an ablation at AR 0, 0.6 and 1, AE and AE-U.
+  (AE-U 40, which keeps notebook 04 within 5 minutes; at 20 it trails the AE), an ablation at
+  AR 0, 0.6 and 1, AE and AE-U.
 - ``demo``: ``ddad demo``: 40 epochs on the bundled X-rays (or the synthetic set), M = 500.
 - ``cpu``: ``ddad reproduce`` on a CPU: 20 epochs (f-AnoGAN 100), seeds 0, 1, 2.
 - ``paper`` and ``full``: the paper's protocol (250 epochs, M of 4,000, seeds 0, 1, 2), for a
   GPU; ``full`` is the course's name for it, on the bundled real X-rays (whose pools allow M = 500).
 
 The refinement (ASR-Net, ``refine_epochs``) trains the journal's 100 epochs except in
-``quick`` (1), ``class`` (2) and ``cpu`` (5): its 128-channel convolutions at 64x64 took about
-0.3 s per image and epoch (training step) on one busy CPU core of our test machine, so the
-journal's 100 epochs over Dn are work for a GPU.
+``quick`` (1), ``class`` (2) and ``cpu`` (5): an epoch over the 541 Dn images of the bundled set
+(the DDAD's maps of the altered images, then ASR-Net's step) took about 24 s on the idle 2-core
+CPU of our test machine, so the journal's 100 epochs of each refinement are work for a GPU.
 
 The numbers of the paper itself live in :mod:`ddadlib.paper`; presets take their defaults there.
 """
@@ -127,7 +128,7 @@ PRESETS: dict[str, Preset] = {
             refine_epochs=2,
             ars=(0.0, TABLE_AR, 1.0),
             backbones=("ae", "aeu"),
-            backbone_epochs=(("aeu", 50),),
+            backbone_epochs=(("aeu", 40),),
             source="kermany",
         ),
         Preset("demo", epochs=40, fanogan_epochs=40, m=500),

@@ -83,3 +83,22 @@ def test_findings_read_the_course_runs(monkeypatch, tmp_path):
     assert found[0].margin == course.CLEAR_MARGIN
     aeu = Run(course.course_run(s, "aeu", progress=False, **quiet)).metrics()
     assert (found[4].ours, found[4].against) == (aeu["inter"]["auc"], ae["inter"]["auc"])
+
+
+def test_the_patch_check_tells_visible_patches_from_invisible_ones():
+    class Maps:
+        """A stand-in DDAD: 'intra' marks every pixel that differs from the image's median
+        (so it sees the patches), 'inter' is flat (it sees nothing)."""
+
+        def score_maps(self, x):
+            x = x.numpy()[:, 0]
+            med = np.median(x.reshape(len(x), -1), axis=1)[:, None, None]
+            return {"intra": np.abs(x - med) + 1.0, "inter": np.ones_like(x), "mu_A": x}
+
+    # one grey level per image, so that a patch from another image changes its pixels
+    normal = np.repeat(np.linspace(0, 255, 40).astype(np.uint8), 32 * 32).reshape(40, 32, 32)
+    table = course.synthetic_patch_check(Maps(), normal, n=40, seed=3)
+    assert list(table.index) == ["intra", "inter"]
+    assert table.loc["intra", "pixel AUROC of the patches"] > 0.95
+    assert table.loc["inter", "pixel AUROC of the patches"] == pytest.approx(0.5)
+    assert table["clean map, in patch / outside"].tolist() == pytest.approx([1.0, 1.0])

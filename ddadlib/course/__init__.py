@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ddadlib.data.dataset import PreparedDataset, is_prepared
 from ddadlib.data.prepare import prepare_kermany, prepare_synthetic
@@ -366,3 +367,34 @@ def findings(
         aeu = _aucs(course_run(s, "aeu", seed=seed, log=lambda _: None))
         out.append(Finding("04", "AE-U inter > AE inter", aeu["inter"], ae["inter"]))
     return out
+
+
+def synthetic_patch_check(
+    model: Any, normal: np.ndarray, n: int = 200, seed: int = 0
+) -> pd.DataFrame:
+    """Do the maps of ``model`` (a fitted DDAD or Refiner) see ASR-Net's synthetic anomalies?
+    On the first ``n`` Dn images ``normal``, each given a synthetic anomaly
+    (:func:`ddadlib.models.asr.synthetic_anomalies`, ``p=1``): per map, the pixel AUROC of the
+    altered images' map against the patches, and how the *unaltered* image's map at the patch's
+    pixels compares with its other pixels (a ratio below 1: the patches land where the map is
+    low anyway). Uses Dn only, never the test set."""
+    import torch
+
+    from ddadlib.devices import to_tensor
+    from ddadlib.models.asr import synthetic_anomalies
+    from ddadlib.scoring.metrics import pixel_auc
+
+    x = to_tensor(np.asarray(normal[:n]), torch.device("cpu"))
+    altered, target = synthetic_anomalies(x, seed, "patch-check", p=1.0)
+    masks = target.numpy()
+    seen, clean = model.score_maps(altered), model.score_maps(x)
+    names = [m for m in ("rec_ensemble", "intra", "inter", "r_intra", "r_dual") if m in seen]
+    return pd.DataFrame(
+        {
+            "pixel AUROC of the patches": [pixel_auc(masks, seen[m]) for m in names],
+            "clean map, in patch / outside": [
+                float(clean[m][masks].mean() / clean[m][~masks].mean()) for m in names
+            ],
+        },
+        index=names,
+    )
