@@ -1,5 +1,6 @@
 """The paper's three findings in the course's class mode, for seeds 0, 1 and 2 (slow: it trains
-the class-mode runs that are not in the cache yet, about 20 minutes a seed on one core).
+the class-mode runs that are not in the cache yet: four runs a seed, about 11 minutes a seed on
+an idle 2-core CPU).
 
 Run it with::
 
