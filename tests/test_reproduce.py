@@ -1,6 +1,7 @@
 """Grids of cached runs (experiments), the course settings and `ddad reproduce`."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -19,6 +20,7 @@ from ddadlib.runs.grid import (
     load_results,
     run_name,
     summarise,
+    training_cpu,
 )
 from ddadlib.runs.reproduce import PROTOCOLS, plan, reproduce
 from ddadlib.runs.run import Run
@@ -87,6 +89,10 @@ def test_reproduce_writes_every_run_and_the_report(reproduction):
         assert (out / name).is_file(), name
     text = (out / "results.md").read_text()
     assert "Table 1" in text and "Table 2" in text and "AR ablation" in text
+    # the footer says how the networks trained (the run's plan), not the parent's thread count
+    plans = sorted(set(results["training_cpu"]))
+    assert plans and all(re.fullmatch(r"\d+ workers? x \d+ threads?", p) for p in plans), plans
+    assert f"each run's networks trained in {', '.join(plans)};" in text
     assert f"{PAPER['table']['aeu']['inter'][0]:.3f}" in text  # the paper beside ours
     saved = json.loads((out / "reproduce.json").read_text())
     assert saved["protocol"]["seeds"] == [0, 1] and saved["n_unlabeled"] == {
@@ -240,6 +246,15 @@ def test_results_table_and_summary(reproduction):
     assert {"id", "label", "rec", "inter", "rec_m1"} <= set(scores.columns)
     assert format_mean_sd(0.81234, 0.0141, 3) == "0.812 ± 0.014"
     assert format_mean_sd(0.81234, float("nan"), 1) == "0.812"
+
+
+def test_training_cpu_reads_the_recorded_plan():
+    assert training_cpu({"cpu": {"workers": 2, "threads": 1}, "torch_threads": 2}) == (
+        "2 workers x 1 thread"
+    )
+    assert training_cpu({"cpu": {"workers": 1, "threads": 2}}) == "1 worker x 2 threads"
+    assert training_cpu({"cpu": None, "torch_threads": 4}) == "1 process x 4 threads"
+    assert training_cpu({}) is None
 
 
 def test_unevaluated_run_is_named(tmp_path):

@@ -123,7 +123,8 @@ def ensure_run(
 
 def load_results(runs: Iterable[str | Path]) -> pd.DataFrame:
     """One row per evaluated run and score: backbone, ar, seed, epochs, k, n_unlabeled, score,
-    auc, ap, auc_low, auc_high, sens_at_95_spec, seconds and torch_threads (of training) and
+    auc, ap, auc_low, auc_high, sens_at_95_spec, seconds, torch_threads (of the training's
+    own process) and training_cpu (how its networks trained: ``2 workers x 1 thread``) and
     run."""
     rows = []
     for path in runs:
@@ -149,6 +150,7 @@ def load_results(runs: Iterable[str | Path]) -> pd.DataFrame:
                     "sens_at_95_spec": m["sens_at_95_spec"],
                     "seconds": info.get("seconds"),
                     "torch_threads": info.get("torch_threads"),
+                    "training_cpu": training_cpu(info),
                     "run": str(run.path),
                 }
             )
@@ -167,9 +169,22 @@ def load_results(runs: Iterable[str | Path]) -> pd.DataFrame:
         "sens_at_95_spec",
         "seconds",
         "torch_threads",
+        "training_cpu",
         "run",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def training_cpu(train_log: dict) -> str | None:
+    """How a run's networks trained on the CPU, from its ``train_log.json``: ``2 workers x 1
+    thread`` (the plan it recorded; a plan of one worker trained in the run's own process), or
+    ``1 process x 2 threads`` for a log without a plan; None when it says neither."""
+    plan = train_log.get("cpu")
+    if plan:
+        w, t = int(plan["workers"]), int(plan["threads"])
+        return f"{w} worker{'s' if w != 1 else ''} x {t} thread{'s' if t != 1 else ''}"
+    t = train_log.get("torch_threads")
+    return None if t is None else f"1 process x {int(t)} thread{'s' if int(t) != 1 else ''}"
 
 
 def summarise(

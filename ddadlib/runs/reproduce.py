@@ -597,12 +597,12 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
     if not brief:
         hw = record["hardware"]
         runs = results.drop_duplicates("run")
-        threads = sorted({int(t) for t in runs["torch_threads"].dropna()})
+        cpu = sorted(set(runs["training_cpu"].dropna()))
         lines += [
             f"Runs: {len(runs)}; training time of all runs "
             f"{record['train_seconds_all_runs'] / 3600:.2f} h on {hw['cpu']} "
-            f"({hw['cpu_cores']} cores; torch threads per run: "
-            f"{', '.join(map(str, threads)) or '?'}"
+            f"({hw['cpu_cores']} cores; each run's networks trained in "
+            f"{', '.join(cpu) or '?'}"
             + (f"; GPU {hw['gpu']}" if hw.get("gpu") else "; no GPU")
             + ").",
             f"Runs trained by: {record.get('executor') or 'one run at a time'}.",
