@@ -620,6 +620,14 @@ def build_parser() -> argparse.ArgumentParser:
         "experiments of the call, so name all that it should show)",
     )
     rp.add_argument(
+        "--backbones",
+        nargs="+",
+        default=None,
+        choices=("ae", "memae", "aeu", "fanogan"),
+        help="only these rows of Tables 1 and 2 (default all; e.g. fanogan to add Table 2's "
+        "baseline to Table 1's runs); the AR ablation is the AE's",
+    )
+    rp.add_argument(
         "--seeds",
         type=seed_int,
         nargs="+",
@@ -971,6 +979,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
         seeds=args.seeds,
         epochs=args.epochs,
         fanogan_epochs=args.fanogan_epochs,
+        backbones=args.backbones,
         device=args.device,
         precision=args.precision,
         n_boot=args.n_boot,

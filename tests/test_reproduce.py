@@ -67,6 +67,19 @@ def test_plan_puts_table1_first_and_shares_the_ar_06_runs():
         plan(PROTOCOLS["quick"], ["table9"])
 
 
+def test_plan_keeps_the_backbones_asked_for_and_the_ablation_is_the_aes():
+    m = {"table": 51, "ablation": 30}
+    only_gan = plan(PROTOCOLS["cpu"], ["table2", "ablation"], m, backbones=["fanogan"])
+    assert [s["backbone"] for s in only_gan] == ["ae"] * 18 + ["fanogan"] * 3
+    assert {s["n_unlabeled"] for s in only_gan if s["backbone"] == "ae"} == {30}
+    aeu = plan(PROTOCOLS["cpu"], ["table1", "refine"], m, backbones=["aeu"])
+    assert {s["backbone"] for s in aeu} == {"aeu"} and len(aeu) == 3
+    with pytest.raises(ConfigError, match="unknown backbone"):
+        plan(PROTOCOLS["cpu"], backbones=["vae"])
+    with pytest.raises(ConfigError, match="at least one backbone"):
+        plan(PROTOCOLS["cpu"], backbones=[])
+
+
 def test_plan_gives_table1_the_papers_m_and_the_ablation_its_own():
     specs = plan(PROTOCOLS["cpu"], m={"table": 51, "ablation": 30})
     table = [s for s in specs if s["backbone"] in ("memae", "aeu")]
@@ -312,6 +325,20 @@ def test_cli_reproduce(tiny_synthetic, tmp_path, capsys):
         == 2
     )
     assert "missing" in capsys.readouterr().err
+
+
+def test_cli_reproduce_keeps_the_backbones_asked_for(tiny_synthetic, tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = ["reproduce", "--data", str(tiny_synthetic), "--out", str(out), "--protocol", "quick"]
+    argv += ["--epochs", "1", "--experiments", "table1", "--n-boot", "0", "--quiet"]
+    assert main(argv + ["--backbones", "memae"]) == 0
+    assert set(pd.read_csv(out / "results.csv")["backbone"]) == {"memae"}
+    text = (out / "results.md").read_text()
+    assert "| MemAE |" in text and "| AE |" not in text and "Partial" not in text
+    assert json.loads((out / "reproduce.json").read_text())["backbones"] == ["memae"]
+    with pytest.raises(SystemExit):
+        main(argv + ["--backbones", "vae"])
+    assert "invalid choice: 'vae'" in capsys.readouterr().err
 
 
 def test_course_settings(monkeypatch, tmp_path):

@@ -84,14 +84,29 @@ def unlabeled_sizes(data: str | Path, experiments: Sequence[str] = PAPER_EXPERIM
 
 
 def plan(
-    protocol: Preset, experiments: Sequence[str] = PAPER_EXPERIMENTS, m: dict | None = None
+    protocol: Preset,
+    experiments: Sequence[str] = PAPER_EXPERIMENTS,
+    m: dict | None = None,
+    backbones: Sequence[str] | None = None,
 ) -> list[dict]:
     """The runs a reproduction needs, most informative first: Table 1 for every seed, then the
     ARs of the ablation (which reuse module B of Table 1's AE runs), then f-AnoGAN. ``m`` is
-    M of each experiment (:func:`unlabeled_sizes`); runs of the same M are planned once."""
+    M of each experiment (:func:`unlabeled_sizes`); runs of the same M are planned once.
+    ``backbones`` keeps only those rows of Tables 1 and 2 (and of the refinement); the
+    ablation is the AE's whatever they are."""
     unknown = set(experiments) - set(EXPERIMENTS)
     if unknown:
         raise ConfigError(f"unknown experiment(s) {sorted(unknown)}; choose from {EXPERIMENTS}")
+    rows = TABLE1_BACKBONES + TABLE2_BASELINES
+    if backbones is not None:
+        wrong = set(backbones) - set(rows)
+        if wrong or not backbones:
+            raise ConfigError(
+                f"unknown backbone(s) {sorted(wrong)}; choose from {list(rows)}"
+                if wrong
+                else f"give at least one backbone, from {list(rows)}"
+            )
+    keep = set(rows if backbones is None else backbones)
     want = set(experiments)
     m = m or {"table": None, "ablation": None}
     specs: list[dict] = []
@@ -100,13 +115,15 @@ def plan(
             dict(backbone=b, ar=TABLE_AR, seed=s, n_unlabeled=m["table"])
             for s in protocol.seeds
             for b in TABLE1_BACKBONES
+            if b in keep
         ]
     if "refine" in want:  # the Table 1 runs it refines, where Table 1 does not plan them
         specs += [
             dict(backbone=b, ar=TABLE_AR, seed=s, n_unlabeled=m["table"])
             for s in protocol.seeds
             for b in REFINE_BACKBONES
-            if dict(backbone=b, ar=TABLE_AR, seed=s, n_unlabeled=m["table"]) not in specs
+            if b in keep
+            and dict(backbone=b, ar=TABLE_AR, seed=s, n_unlabeled=m["table"]) not in specs
         ]
     if "ablation" in want:
         specs += [
@@ -120,6 +137,7 @@ def plan(
             dict(backbone=b, ar=None, seed=s, n_unlabeled=None)
             for s in protocol.seeds
             for b in TABLE2_BASELINES
+            if b in keep
         ]
     return specs
 
@@ -157,6 +175,7 @@ def reproduce(
     seeds: Sequence[int] | None = None,
     epochs: int | None = None,
     fanogan_epochs: int | None = None,
+    backbones: Sequence[str] | None = None,
     device: str | None = "auto",
     precision: str | None = "auto",
     n_boot: int = 1000,
@@ -174,7 +193,8 @@ def reproduce(
     process is still training them). ``executor`` (:mod:`ddadlib.runs.executors`): where the runs
     train, by default one after the other here. A run that fails is reported with its error and
     the others go on; at the end a :class:`TrainingError` names the failed runs (the record,
-    with ``failed``, and the tables are written first)."""
+    with ``failed``, and the tables are written first). ``backbones``: only these rows of
+    Tables 1 and 2 (:func:`plan`)."""
     if isinstance(protocol, str) and protocol not in PROTOCOLS:  # the API checks it too
         raise ConfigError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
     proto = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
@@ -206,6 +226,7 @@ def reproduce(
         "protocol": {k: v for k, v in asdict(proto).items() if k in PROTOCOL_KEYS},
         "n_unlabeled": m,
         "experiments": list(experiments),
+        "backbones": None if backbones is None else list(backbones),
         "command": command,
     }
     _guard(out, record)
@@ -219,7 +240,7 @@ def reproduce(
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "reproduce.json").is_file():  # so that a stopped reproduction can resume
         atomic_write_json(out / "reproduce.json", dict(record, finished=None))
-    specs = plan(proto, experiments, m)
+    specs = plan(proto, experiments, m, backbones)
     log(
         f"reproducing {', '.join(experiments)} on {data}: protocol {proto.describe()}; "
         f"M = {_m_text(m)}; {len(specs)} runs (finished ones are reused)"
