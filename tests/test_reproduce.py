@@ -22,7 +22,7 @@ from ddadlib.runs.grid import (
     summarise,
     training_cpu,
 )
-from ddadlib.runs.reproduce import PROTOCOLS, plan, reproduce
+from ddadlib.runs.reproduce import PROTOCOLS, plan, reproduce, spread
 from ddadlib.runs.run import Run
 
 quiet = dict(log=lambda s: None)
@@ -65,6 +65,13 @@ def test_plan_puts_table1_first_and_shares_the_ar_06_runs():
     assert [s["backbone"] for s in plan(PROTOCOLS["cpu"], ["ablation"])] == ["ae"] * 18
     with pytest.raises(ConfigError, match="unknown experiment"):
         plan(PROTOCOLS["quick"], ["table9"])
+
+
+def test_the_ablation_is_planned_ends_and_middle_first():
+    assert spread(PAPER_ARS) == [0.0, 1.0, 0.6, 0.8, 0.4, 0.2]
+    assert spread([0.6]) == [0.6] and spread([]) == []
+    ablation = plan(PROTOCOLS["cpu"], ["ablation"])
+    assert [s["ar"] for s in ablation if s["seed"] == 0] == spread(PAPER_ARS)
 
 
 def test_plan_keeps_the_backbones_asked_for_and_the_ablation_is_the_aes():

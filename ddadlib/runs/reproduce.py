@@ -83,6 +83,21 @@ def unlabeled_sizes(data: str | Path, experiments: Sequence[str] = PAPER_EXPERIM
     return {"table": table_unlabeled(data, TABLE_AR), "ablation": ablation}
 
 
+def spread(values: Sequence[float]) -> list[float]:
+    """``values`` in the order that covers their range soonest: the smallest, the largest, then
+    each time the one farthest from those taken (ties: the larger), so that a reproduction
+    stopped early has the ablation's two ends and its middle (0, 1, 0.6, 0.8, 0.4, 0.2)."""
+    rest = sorted(values)
+    if len(rest) < 2:
+        return rest
+    out = [rest.pop(0), rest.pop()]
+    while rest:
+        best = max(rest, key=lambda v: (round(min(abs(v - o) for o in out), 9), v))
+        rest.remove(best)
+        out.append(best)
+    return out
+
+
 def plan(
     protocol: Preset,
     experiments: Sequence[str] = PAPER_EXPERIMENTS,
@@ -90,7 +105,8 @@ def plan(
     backbones: Sequence[str] | None = None,
 ) -> list[dict]:
     """The runs a reproduction needs, most informative first: Table 1 for every seed, then the
-    ARs of the ablation (which reuse module B of Table 1's AE runs), then f-AnoGAN. ``m`` is
+    ARs of the ablation (which reuse module B of Table 1's AE runs; in :func:`spread` order),
+    then f-AnoGAN. ``m`` is
     M of each experiment (:func:`unlabeled_sizes`); runs of the same M are planned once.
     ``backbones`` keeps only those rows of Tables 1 and 2 (and of the refinement); the
     ablation is the AE's whatever they are."""
@@ -129,7 +145,7 @@ def plan(
         specs += [
             dict(backbone="ae", ar=ar, seed=s, n_unlabeled=m["ablation"])
             for s in protocol.seeds
-            for ar in PAPER_ARS
+            for ar in spread(PAPER_ARS)
             if dict(backbone="ae", ar=ar, seed=s, n_unlabeled=m["ablation"]) not in specs
         ]
     if want & {"table2", "histograms"}:
