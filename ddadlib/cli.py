@@ -623,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backbones",
         nargs="+",
         default=None,
-        choices=("ae", "memae", "aeu", "fanogan"),
+        choices=BACKBONE_CHOICES,
         help="only these rows of Tables 1 and 2 (default all; e.g. fanogan to add Table 2's "
         "baseline to Table 1's runs); the AR ablation is the AE's",
     )

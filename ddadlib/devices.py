@@ -106,17 +106,22 @@ class CpuPlan:
     workers: int
     threads: int
 
+    def shape(self) -> str:
+        """``2 workers x 1 thread``."""
+        w = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
+        return f"{w} x {self.threads} thread{'s' if self.threads != 1 else ''}"
+
     def describe(self) -> str:
         """One line for the log, e.g. ``CPU: 2 cores, load 1.9: 2 workers x 1 thread``."""
         load = "" if self.load is None else f", load {self.load:.1f}"
-        w = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
-        t = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
         over = (
             f"; more than the {self.cores} cores: expect it to be slow"
             if self.workers * self.threads > self.cores
             else ""
         )
-        return f"CPU: {self.cores} cores{load}: {w} x {t}{over} (--workers / --threads to change)"
+        return (
+            f"CPU: {self.cores} cores{load}: {self.shape()}{over} (--workers / --threads to change)"
+        )
 
     def to_dict(self) -> dict:
         return {

@@ -25,6 +25,7 @@ import pandas as pd
 
 from ddadlib.data.dataset import PreparedDataset
 from ddadlib.detectors import detector_for
+from ddadlib.devices import CpuPlan
 from ddadlib.errors import DataError
 from ddadlib.models.backbones import LATENT
 from ddadlib.paper import PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_K, PAPER_LR, TABLE_AR
@@ -181,8 +182,9 @@ def training_cpu(train_log: dict) -> str | None:
     ``1 process x 2 threads`` for a log without a plan; None when it says neither."""
     plan = train_log.get("cpu")
     if plan:
-        w, t = int(plan["workers"]), int(plan["threads"])
-        return f"{w} worker{'s' if w != 1 else ''} x {t} thread{'s' if t != 1 else ''}"
+        return CpuPlan(
+            plan.get("cores", 0), plan.get("load"), plan["workers"], plan["threads"]
+        ).shape()
     t = train_log.get("torch_threads")
     return None if t is None else f"1 process x {int(t)} thread{'s' if int(t) != 1 else ''}"
 

@@ -106,9 +106,8 @@ def plan(
 ) -> list[dict]:
     """The runs a reproduction needs, most informative first: Table 1 for every seed, then the
     ARs of the ablation (which reuse module B of Table 1's AE runs; in :func:`spread` order),
-    then f-AnoGAN. ``m`` is
-    M of each experiment (:func:`unlabeled_sizes`); runs of the same M are planned once.
-    ``backbones`` keeps only those rows of Tables 1 and 2 (and of the refinement); the
+    then f-AnoGAN. ``m`` is M of each experiment (:func:`unlabeled_sizes`); runs of the same M
+    are planned once. ``backbones`` keeps only those rows of Tables 1 and 2 (and of the refinement); the
     ablation is the AE's whatever they are."""
     unknown = set(experiments) - set(EXPERIMENTS)
     if unknown:
