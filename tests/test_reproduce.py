@@ -384,7 +384,11 @@ def test_course_data_is_generated_once_and_runs_are_cached(monkeypatch, tmp_path
 def test_a_stopped_reproduction_resumes(tiny_synthetic, tmp_path):
     out = tmp_path / "o"
 
+    seen: list[str] = []
+
     def stop_after_first_run(line: str) -> None:
+        if line.startswith("\n[1/") and not seen:  # a report taken now says how runs train
+            seen.append(json.loads((out / "reproduce.json").read_text()).get("executor"))
         if line.startswith("wrote") and "metrics.json" in line:
             raise KeyboardInterrupt
 
@@ -402,6 +406,7 @@ def test_a_stopped_reproduction_resumes(tiny_synthetic, tmp_path):
         )
     record = json.loads((out / "reproduce.json").read_text())
     assert record["finished"] is None and record["runs_done"] == 1 and record["runs_planned"] == 3
+    assert seen and seen[0].startswith("one run at a time in this process")
     text = (out / "results.md").read_text()  # what finished is tabulated, marked partial
     assert "Partial: 1 of 3 runs" in text and "memae-ar0.6" in text and "| AE |" in text
     logs: list[str] = []

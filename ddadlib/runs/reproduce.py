@@ -252,6 +252,9 @@ def reproduce(
         earlier_record = json.loads((out / "reproduce.json").read_text())
         record["command"] = earlier_record.get("command")
         record["executor"] = earlier_record.get("executor")
+    executor = executor or SequentialExecutor()
+    if not report_only:  # recorded now, so that a report taken mid-way says how runs train
+        record["executor"] = executor.describe()
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "reproduce.json").is_file():  # so that a stopped reproduction can resume
         atomic_write_json(out / "reproduce.json", dict(record, finished=None))
@@ -260,10 +263,8 @@ def reproduce(
         f"reproducing {', '.join(experiments)} on {data}: protocol {proto.describe()}; "
         f"M = {_m_text(m)}; {len(specs)} runs (finished ones are reused)"
     )
-    executor = executor or SequentialExecutor()
     wanted = None
     if not report_only:
-        record["executor"] = executor.describe()
         dev = executor.device(device)
         wanted = (dev.type, pick_precision(precision, dev))
         device = str(dev)
