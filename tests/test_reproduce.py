@@ -343,6 +343,10 @@ def test_cli_reproduce_keeps_the_backbones_asked_for(tiny_synthetic, tmp_path, c
     text = (out / "results.md").read_text()
     assert "| MemAE |" in text and "| AE |" not in text and "Partial" not in text
     assert json.loads((out / "reproduce.json").read_text())["backbones"] == ["memae"]
+    table2 = argv[:-7] + ["--experiments", "table2", "--fanogan-epochs", "1", "--n-boot", "0"]
+    assert main(table2 + ["--quiet", "--out", str(tmp_path / "t2"), "--backbones", "fanogan"]) == 0
+    text = (tmp_path / "t2" / "results.md").read_text()  # no rows for what was not asked for
+    assert "| f-AnoGAN | rec |" in text and "| AE | rec |" not in text and "| AE-U |" not in text
     with pytest.raises(SystemExit):
         main(argv + ["--backbones", "vae"])
     assert "invalid choice: 'vae'" in capsys.readouterr().err

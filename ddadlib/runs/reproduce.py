@@ -600,7 +600,8 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
             "| method | score | AUC |",
             "|---|---|---|",
         ]
-        for b in TABLE2_ROWS:
+        asked = record.get("backbones")
+        for b in [b for b in TABLE2_ROWS if asked is None or b in asked]:
             lines.append(f"| {BACKBONE_TITLES[b]} | rec | {cell(b, 'rec')} / {_paper(b, 'rec')} |")
         for b in backbones:
             lines.append(
@@ -642,7 +643,7 @@ def report(results: pd.DataFrame, record: dict, brief: bool = False) -> str:
             f"{', '.join(cpu) or '?'}"
             + (f"; GPU {hw['gpu']}" if hw.get("gpu") else "; no GPU")
             + ").",
-            f"Runs trained by: {record.get('executor') or 'one run at a time'}.",
+            f"Runs trained by: {record.get('executor') or 'not recorded'}.",
             f"Command: `{record.get('command') or 'ddad reproduce'}`; ddadlib commit "
             f"{record['provenance'].get('git_commit')}.",
         ]
